@@ -1,0 +1,96 @@
+"""Batched generation with a KV cache: greedy or sampling (temperature, top-k, top-p), rows
+stop independently on the end tokens. Prompts are fused once (images spliced in), then each
+step feeds one token per row."""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+
+
+def _left_align(fused):
+    """Move right padding to the left so that every row's last position is its last token."""
+    mask = fused.attention_mask
+    if not bool((mask[:, -1] == 0).any()):
+        return fused.inputs_embeds, mask
+    length = mask.shape[1]
+    shift = (length - mask.sum(1))[:, None]  # pad count per row (right-padded rows)
+    idx = (torch.arange(length, device=mask.device)[None] - shift) % length
+    embeds = torch.gather(fused.inputs_embeds, 1, idx[..., None].expand_as(fused.inputs_embeds))
+    return embeds, torch.gather(mask, 1, idx)
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator) -> torch.Tensor:
+    logits = logits / max(temperature, 1e-5)
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    pixel_values: list | None = None,
+    image_sizes: list | None = None,
+    max_new_tokens: int = 32,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    eos_token_id: int | list[int] | None = None,
+    pad_token_id: int | None = None,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+    output_logits: bool = False,
+):
+    """Returns the new tokens [B, n] (rows that stopped early are filled with the pad id);
+    with output_logits=True, also the raw logits of every step [B, n, V]."""
+    tok = model.config.tokens
+    eos = tok.eos_token_ids if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id)
+    pad = tok.pad_token_id if pad_token_id is None else pad_token_id
+    fused = model.fuse_inputs(input_ids, attention_mask, pixel_values, image_sizes)
+    embeds, mask = _left_align(fused)
+    decoder = model.lang_model.get_decoder()
+    head = model.lang_model.get_output_embeddings()
+    embed = model.lang_model.get_input_embeddings()
+    b = embeds.shape[0]
+    positions = (mask.cumsum(1) - 1).clamp_(min=0)
+    cache = DynamicCache(config=model.lang_model.config) if use_cache else None
+    done = torch.zeros(b, dtype=torch.bool, device=embeds.device)
+    eos_t = torch.as_tensor(eos, device=embeds.device)
+    out_tokens, out_logits = [], []
+    step_embeds, step_pos = embeds, positions
+    for _ in range(max_new_tokens):
+        hidden = decoder(inputs_embeds=step_embeds, attention_mask=mask, position_ids=step_pos,
+                         past_key_values=cache, use_cache=use_cache).last_hidden_state
+        logits = head(hidden[:, -1]).float()
+        if output_logits:
+            out_logits.append(logits)
+        nxt = _sample(logits, temperature, top_k, top_p, generator) if do_sample else logits.argmax(-1)
+        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+        out_tokens.append(nxt)
+        done |= torch.isin(nxt, eos_t)
+        if bool(done.all()):
+            break
+        new_embed = embed(nxt)[:, None]
+        mask = torch.cat((mask, mask.new_ones(b, 1)), 1)
+        next_pos = positions[:, -1:] + 1
+        positions = torch.cat((positions, next_pos), 1)
+        if use_cache:
+            step_embeds, step_pos = new_embed, next_pos
+        else:
+            embeds = torch.cat((embeds, new_embed), 1)
+            step_embeds, step_pos = embeds, positions
+    tokens = torch.stack(out_tokens, 1) if out_tokens else input_ids.new_zeros(b, 0)
+    if output_logits:
+        return tokens, torch.stack(out_logits, 1)
+    return tokens

@@ -1,0 +1,71 @@
+"""The Perceiver resampler (reference section 2): a fixed set of learned latents reads one
+crop's vision tokens through `depth` layers of cross-attention + feed-forward, and the
+result is projected into the LM's width. The module and parameter names are the release's,
+so its checkpoints load key for key."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ResamplerConfig
+
+
+class PerceiverAttention(nn.Module):
+    def __init__(self, dim: int, dim_head: int, heads: int):
+        super().__init__()
+        self.heads, self.dim_head, self.scale = heads, dim_head, dim_head**-0.5
+        inner = dim_head * heads
+        self.norm_media = nn.LayerNorm(dim)
+        self.norm_latents = nn.LayerNorm(dim)
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_kv = nn.Linear(dim, inner * 2, bias=False)
+        self.to_out = nn.Linear(inner, dim, bias=False)
+
+    def forward(self, x: torch.Tensor, latents: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
+        """x: [N, P, D] media tokens; latents: [N, T, D]; key_bias: [N, 1, 1, P + T] (0 or -inf)."""
+        x = self.norm_media(x)
+        latents = self.norm_latents(latents)
+        n, t, _ = latents.shape
+        q = self.to_q(latents)
+        # Keys and values read the media tokens and the latents themselves.
+        k, v = self.to_kv(torch.cat((x, latents), dim=1)).chunk(2, dim=-1)
+        q, k, v = (z.view(n, -1, self.heads, self.dim_head).transpose(1, 2) for z in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias, scale=self.scale)
+        return self.to_out(out.transpose(1, 2).reshape(n, t, self.heads * self.dim_head))
+
+
+def feed_forward(dim: int, mult: int) -> nn.Sequential:
+    # Indices .0 (norm), .1 and .3 (linears) are the release's checkpoint keys.
+    inner = dim * mult
+    return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, inner, bias=False), nn.GELU(), nn.Linear(inner, dim, bias=False))
+
+
+class PerceiverResampler(nn.Module):
+    def __init__(self, cfg: ResamplerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.latents = nn.Parameter(torch.randn(cfg.num_latents, cfg.dim))
+        self.layers = nn.ModuleList(
+            nn.ModuleList([PerceiverAttention(cfg.dim, cfg.dim_head, cfg.heads), feed_forward(cfg.dim, cfg.ff_mult)])
+            for _ in range(cfg.depth)
+        )
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.projection = nn.Linear(cfg.dim, cfg.out_dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [N, P, D] tokens of N crops (or token groups); mask: [N, P], 1 = attend.
+        Returns [N, num_latents, out_dim]."""
+        n = x.shape[0]
+        latents = self.latents.unsqueeze(0).expand(n, -1, -1)
+        key_bias = None
+        if mask is not None and not bool(mask.all()):
+            # Built once for all layers: padded media keys get -inf; the latents are always visible.
+            keep = torch.cat((mask.bool(), mask.new_ones(n, self.cfg.num_latents, dtype=torch.bool)), dim=1)
+            key_bias = torch.zeros(keep.shape, dtype=x.dtype, device=x.device).masked_fill_(~keep, float("-inf"))
+            key_bias = key_bias[:, None, None, :]
+        for attn, ff in self.layers:
+            latents = attn(x, latents, key_bias) + latents
+            latents = ff(latents) + latents
+        return self.projection(self.norm(latents))

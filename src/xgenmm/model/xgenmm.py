@@ -1,0 +1,176 @@
+"""XGenMM: frozen vision encoder -> Perceiver resampler -> (fusion) -> causal LM.
+
+The forward contract is documented once, in ARCHITECTURE.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from .anyres import grid_shape, group_index, group_mask
+from .config import XGenMMConfig
+from .fusion import IGNORE_INDEX, FusedInputs, fuse, segment_attention_mask
+from .resampler import PerceiverResampler
+from .vision import VisionEncoder
+
+
+@dataclass
+class XGenMMOutput:
+    loss: torch.Tensor | None  # token-mean next-token cross-entropy over supervised positions
+    logits: torch.Tensor | None  # [B, L', V] over the fused sequence (None if return_logits=False)
+    attention_mask: torch.Tensor  # [B, L'] of the fused sequence
+    labels: torch.Tensor | None  # [B, L'] fused labels
+    num_supervised: int = 0  # tokens the loss averages over
+    past_key_values: object = None
+
+
+def build_language_model(config: XGenMMConfig) -> nn.Module:
+    text = dict(config.text)
+    hf_config = AutoConfig.for_model(text.pop("model_type"), **text)
+    lm = AutoModelForCausalLM.from_config(hf_config, attn_implementation="sdpa")
+    if config.lm_head_bias:
+        # The release's LM head is a Linear with a bias (trained, so it must be kept).
+        old = lm.get_output_embeddings()
+        head = nn.Linear(old.in_features, old.out_features, bias=True)
+        head.weight.data.copy_(old.weight.data)
+        nn.init.zeros_(head.bias)
+        lm.set_output_embeddings(head)
+    return lm
+
+
+class XGenMM(nn.Module):
+    def __init__(self, config: XGenMMConfig, vision_tower: nn.Module | None = None, language_model: nn.Module | None = None):
+        super().__init__()
+        self.config = config
+        self.vision_encoder = VisionEncoder(config.vision, vision_tower)
+        self.vision_tokenizer = PerceiverResampler(config.resampler)
+        self.lang_model = language_model if language_model is not None else build_language_model(config)
+        self.crop_side = config.image.image_size // self.vision_encoder.tower.config.patch_size
+
+    # ---- the four parts -------------------------------------------------------------
+    @property
+    def tokens_per_crop(self) -> int:
+        return self.config.resampler.num_latents
+
+    def tokens_per_image(self, num_crops: int) -> int:
+        return num_crops * self.tokens_per_crop
+
+    def encode_images(self, pixel_values: list[torch.Tensor], image_sizes: list | None) -> tuple[torch.Tensor, list[int]]:
+        """All crops of the batch through the vision encoder in one call, the anyres token
+        groups gathered with one index, all groups through the resampler in one call.
+        Returns ([sum of tokens, D_lm], tokens per image)."""
+        crops_per_image = [int(p.shape[0]) for p in pixel_values]
+        if any(n == 0 for n in crops_per_image):
+            raise ValueError(f"image {crops_per_image.index(0)} has no crops")
+        features = self.vision_encoder(torch.cat(pixel_values))  # [N_crops, P, C]
+        n_crops, p, c = features.shape
+        side = self.crop_side
+        if p != side * side:
+            raise ValueError(f"vision tower gave {p} tokens per crop, expected {side}x{side}")
+        flat = features.reshape(n_crops * p, c)
+        index, masks, first = [], [], 0
+        grouping = self.config.image.token_grouping
+        for i, n in enumerate(crops_per_image):
+            base = torch.arange(first * p, (first + 1) * p)
+            index.append(base.view(1, p))
+            masks.append(torch.ones(1, p))
+            if n > 1:
+                if image_sizes is None or i >= len(image_sizes):
+                    raise ValueError(f"image {i} has {n} crops (anyres) but no image size was given")
+                size = tuple(int(s) for s in image_sizes[i])
+                cols, rows = grid_shape(size, self.config.image.grids, self.config.image.image_size)
+                if rows * cols != n - 1:
+                    raise ValueError(f"image {i} of size {size} has {n} crops; its {cols}x{rows} grid needs {1 + rows * cols}")
+                index.append(group_index(rows, cols, side, grouping) + (first + 1) * p)
+                masks.append(group_mask(size, rows, cols, side, grouping))
+            first += n
+        groups = flat[torch.cat(index).to(flat.device)]  # [N_groups, P, C]
+        mask = torch.cat(masks).to(device=flat.device, dtype=flat.dtype)
+        tokens = self.vision_tokenizer(groups, mask)  # [N_groups, T, D]
+        return tokens.reshape(-1, tokens.shape[-1]), [self.tokens_per_image(n) for n in crops_per_image]
+
+    def fuse_inputs(self, input_ids, attention_mask=None, pixel_values=None, image_sizes=None, labels=None,
+                    segment_ids=None) -> FusedInputs:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        lm_dtype = self.lang_model.get_input_embeddings().weight.dtype
+        text_embeds = self.lang_model.get_input_embeddings()(input_ids)
+        if pixel_values:
+            image_tokens, counts = self.encode_images(pixel_values, image_sizes)
+        else:
+            image_tokens, counts = text_embeds.new_zeros(0, text_embeds.shape[-1]), []
+        tok = self.config.tokens
+        return fuse(input_ids, attention_mask, text_embeds, image_tokens.to(lm_dtype), counts, tok.image_token_id,
+                    tok.placeholder_token_id, labels=labels, segment_ids=segment_ids)
+
+    def forward(self, input_ids, attention_mask=None, pixel_values=None, image_sizes=None, labels=None,
+                segment_ids=None, return_logits: bool = True) -> XGenMMOutput:
+        fused = self.fuse_inputs(input_ids, attention_mask, pixel_values, image_sizes, labels, segment_ids)
+        attn = segment_attention_mask(fused.segment_ids) if fused.segment_ids is not None else fused.attention_mask
+        hidden = self.lang_model.get_decoder()(
+            inputs_embeds=fused.inputs_embeds, attention_mask=attn, position_ids=fused.position_ids, use_cache=False
+        ).last_hidden_state
+        head = self.lang_model.get_output_embeddings()
+        loss, n_sup = None, 0
+        if fused.labels is not None:
+            # Only supervised positions go through the LM head for the loss.
+            target = fused.labels[:, 1:]
+            keep = target != IGNORE_INDEX
+            n_sup = int(keep.sum())
+            if n_sup:
+                loss = F.cross_entropy(head(hidden[:, :-1][keep]).float(), target[keep])
+            else:
+                loss = hidden.sum() * 0.0  # no supervised token: a zero that keeps the graph
+        logits = head(hidden) if return_logits else None
+        return XGenMMOutput(loss, logits, fused.attention_mask, fused.labels, n_sup)
+
+    @torch.no_grad()
+    def generate(self, input_ids, attention_mask=None, pixel_values=None, image_sizes=None, **kwargs) -> torch.Tensor:
+        from .generation import generate
+
+        return generate(self, input_ids, attention_mask, pixel_values, image_sizes, **kwargs)
+
+    # ---- bookkeeping ------------------------------------------------------------------
+    def parameter_counts(self) -> dict[str, int]:
+        parts = {"vision_encoder": self.vision_encoder, "vision_tokenizer": self.vision_tokenizer, "lang_model": self.lang_model}
+        counts = {k: sum(p.numel() for p in m.parameters()) for k, m in parts.items()}
+        counts["total"] = sum(counts.values())
+        return counts
+
+    def flops_per_sample(self, text_tokens: int, crops: int, training: bool = True) -> float:
+        """Model FLOPs of one sample (matmuls only): the frozen vision tower forward, the
+        resampler and LM forward (+ backward x2 when training), attention included.
+        For MFU: achieved FLOP/s = this x samples/s."""
+        v = self.vision_encoder.tower.config
+        side = self.crop_side
+        p = side * side
+        h = v.hidden_size  # encoder layers + patch embedding (the unused pooling head is not run)
+        vis_params = v.num_hidden_layers * (4 * h * h + 2 * h * v.intermediate_size) + 3 * v.patch_size**2 * h
+        vision = crops * (2 * vis_params * p + 4 * v.num_hidden_layers * p * p * v.hidden_size)
+        r = self.config.resampler
+        inner, t = r.heads * r.dim_head, r.num_latents
+        per_layer = 2 * (p + t) * r.dim * 2 * inner + 2 * t * r.dim * inner + 4 * t * (p + t) * inner \
+            + 2 * t * inner * r.dim + 4 * t * r.dim * r.dim * r.ff_mult
+        resampler = crops * (r.depth * per_layer + 2 * t * r.dim * r.out_dim)
+        lm_cfg = self.lang_model.config
+        seq = text_tokens + crops * t
+        lm_params = sum(m.weight.numel() for m in self.lang_model.modules() if isinstance(m, nn.Linear))
+        lm = 2 * lm_params * seq + 2 * lm_cfg.num_hidden_layers * seq * seq * lm_cfg.hidden_size  # causal: half of 4*L*S^2*H
+        mult = 3 if training else 1
+        return float(vision + mult * (resampler + lm))
+
+    def save_pretrained(self, directory, processor=None, max_shard_size: str | int = "2GB") -> None:
+        from .checkpoint import save_pretrained
+
+        save_pretrained(self, directory, processor=processor, max_shard_size=max_shard_size)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, device=None, dtype=None) -> "XGenMM":
+        from .checkpoint import load_pretrained
+
+        return load_pretrained(name_or_path, device=device, dtype=dtype)
