@@ -1,0 +1,182 @@
+"""`generate_world`: the whole synthetic world on disk, with a manifest.
+
+Every data set draws from its own random stream, seeded by (seed, data set name), so a data
+set's content does not depend on which others were written or how large they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from statistics import mean
+
+from tqdm import tqdm
+
+from ..model.template import DEFAULT_SYSTEM_PROMPT
+from . import datasets as D
+from . import evalsets as E
+from .language import CAPTION_STYLES, QUESTION_KINDS, REFUSAL, locate_question
+from .multi import MULTI_KINDS
+from .world import WorldConfig, get_preset
+from .writers import OutputDir
+
+log = logging.getLogger(__name__)
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WorldSize:
+    """How many samples each data set gets."""
+
+    captions: int  # pretraining caption samples (one image each)
+    interleaved: int  # pretraining interleaved documents (2-4 images each)
+    shard_size: int  # samples per WebDataset shard
+    sft_single: int  # single-image conversations (1-3 turns each)
+    sft_multi: int  # multi-image conversations
+    dpo: int  # preference pairs
+    safety: int  # safety-tuning conversations (half refusals)
+    vqa_per_kind: int  # held-out VQA questions per question kind
+    caption_eval: int  # held-out captioning images (5 references each)
+    mc: int  # held-out multiple-choice questions
+    pope_images: int  # held-out POPE images (2 probes each)
+    multi_per_kind: int  # held-out multi-image questions per kind
+    grounding: int  # held-out referring expressions
+    safety_eval: int  # held-out safety prompts (half unsafe)
+    vqa_train_per_kind: int  # few-shot demonstration VQA questions per kind
+    caption_train: int  # few-shot demonstration captioning images
+
+
+SIZES: dict[str, WorldSize] = {
+    # CI smoke tests: every file and format, a few seconds to write.
+    "small": WorldSize(240, 40, 100, 300, 120, 120, 80, 20, 40, 60, 30, 15, 40, 40, 10, 20),
+    # enough to learn the world: thousands of SFT samples.
+    "full": WorldSize(4000, 600, 1000, 6000, 2000, 1200, 600, 100, 200, 300, 150, 75, 200, 200, 20, 40),
+}
+
+
+def get_size(name: str | WorldSize) -> WorldSize:
+    if isinstance(name, WorldSize):
+        return name
+    if name not in SIZES:
+        raise ValueError(f"unknown world size {name!r}; choose one of {sorted(SIZES)}")
+    return SIZES[name]
+
+
+def chance_levels(cfg: WorldConfig) -> dict[str, float]:
+    """The score of guessing uniformly among the possible answers, per task. Captioning has
+    no meaningful chance level (reported as 0)."""
+    n_counts = cfg.max_objects - cfg.min_objects + 1
+    vqa = {
+        "colour": 1 / len(cfg.colours),
+        "shape": 1 / len(cfg.shapes),
+        "position": 1 / cfg.num_cells,
+        "count": 1 / n_counts,
+        "existence": 0.5,
+        "reading": 1 / len(cfg.words),
+        "locating": 1 / (cfg.num_cells * len(cfg.sizes)),
+    }
+    multi = {
+        "more": 0.5,
+        "same_colour": 0.5,
+        "which_image": (1 / 2 + 1 / 3) / 2,
+        "total_count": 1 / (2 * cfg.max_objects - 2 * cfg.min_objects + 1),
+    }
+    chance = {"world_vqa": mean(vqa.values())}
+    chance.update({f"world_vqa/{k}": v for k, v in vqa.items()})
+    chance["world_multi"] = mean(multi.values())
+    chance.update({f"world_multi/{k}": v for k, v in multi.items()})
+    chance.update(
+        {
+            "world_mc": 0.25,
+            "world_pope": 0.5,
+            "world_grounding": vqa["locating"],  # a box guessed among the possible boxes
+            "world_caption": 0.0,
+            "world_safety": 0.5,
+        }
+    )
+    return {k: round(v, 4) for k, v in chance.items()}
+
+
+def _rng(seed: int, name: str) -> random.Random:
+    return random.Random(f"xgenmm-synth/{seed}/{name}")  # str seeds are hashed deterministically
+
+
+def generate_world(
+    out_dir: str | Path, seed: int = 0, preset: str = "standard", size: str | WorldSize = "small", progress: bool = True
+) -> dict:
+    """Write the synthetic world under `out_dir` and return its manifest (also written to
+    `out_dir/manifest.json`). Same arguments, same bytes. `size` is "small", "full" or a
+    `WorldSize` (tests use tiny ones)."""
+    cfg, sz = get_preset(preset), get_size(size)
+    out = OutputDir(out_dir)
+    corpus = D.Corpus()
+    corpus.add(DEFAULT_SYSTEM_PROMPT, REFUSAL)
+    train = {
+        "captions": lambda r: D.write_caption_shards(out, cfg, r, sz.captions, sz.shard_size, corpus),
+        "interleaved": lambda r: D.write_interleaved_shards(out, cfg, r, sz.interleaved, sz.shard_size, corpus),
+        "sft_single": lambda r: D.write_sft_single(out, cfg, r, sz.sft_single, corpus),
+        "sft_multi": lambda r: D.write_sft_multi(out, cfg, r, sz.sft_multi, corpus),
+        "dpo": lambda r: D.write_dpo(out, cfg, r, sz.dpo, corpus),
+        "safety": lambda r: D.write_safety_train(out, cfg, r, sz.safety, corpus),
+    }
+    evals = {
+        "world_vqa": lambda r: E.write_vqa(out, "eval/world_vqa", cfg, r, sz.vqa_per_kind, corpus),
+        "world_vqa_train": lambda r: E.write_vqa(out, "eval/world_vqa_train", cfg, r, sz.vqa_train_per_kind, corpus),
+        "world_caption": lambda r: E.write_caption(out, "eval/world_caption", cfg, r, sz.caption_eval, corpus),
+        "world_caption_train": lambda r: E.write_caption(out, "eval/world_caption_train", cfg, r, sz.caption_train, corpus),
+        "world_mc": lambda r: E.write_mc(out, "eval/world_mc", cfg, r, sz.mc, corpus),
+        "world_pope": lambda r: E.write_pope(out, "eval/world_pope", cfg, r, sz.pope_images, corpus),
+        "world_multi": lambda r: E.write_multi(out, "eval/world_multi", cfg, r, sz.multi_per_kind, corpus),
+        "world_grounding": lambda r: E.write_grounding(out, "eval/world_grounding", cfg, r, sz.grounding, corpus),
+        "world_safety": lambda r: E.write_safety_eval(out, "eval/world_safety", cfg, r, sz.safety_eval, corpus),
+    }
+    counts: dict[str, dict] = {}
+    jobs = list(train.items()) + list(evals.items())
+    for name, job in tqdm(jobs, desc=f"synth world ({preset}, {size})", unit="set", disable=not progress):
+        counts[name] = job(_rng(seed, name))
+    out.write_text("text/corpus.txt", "".join(t.replace("\n", " ") + "\n" for t in corpus))
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "seed": seed,
+        "preset": preset,
+        "size": size if isinstance(size, str) else asdict(size),
+        "world": {
+            **asdict(cfg),
+            "cell_size": cfg.cell_size,
+            "cell_names": list(cfg.cell_names),
+            # Vision patch sizes that make every cell a whole number of patches per side.
+            "aligned_patch_sizes": [p for p in (4, 8, 14, 16, 32) if cfg.cell_size % p == 0],
+        },
+        "conventions": {
+            "image_paths": "relative to the folder of the file that names them",
+            "box_text": "<bbox>x1, y1, x2, y2</bbox>, normalised to [0, 1] by width and height, 2 decimals",
+            "grounding_bbox": "pixels [x1, y1, x2, y2], x1 <= x < x2",
+            "prompt": "one '<image>\\n' per image, in order, then the question verbatim",
+            "grounding_prompt": locate_question("{expression}"),
+            "refusal": REFUSAL,
+        },
+        "question_kinds": list(QUESTION_KINDS),
+        "multi_kinds": list(MULTI_KINDS),
+        "caption_styles": list(CAPTION_STYLES),
+        "datasets": {
+            "train": {k: counts[k] for k in train},
+            "eval": {k: {"dir": f"eval/{k}", **counts[k]} for k in evals},
+            "corpus": {"path": "text/corpus.txt", "texts": len(corpus)},
+        },
+        "paths": {
+            "captions": counts["captions"]["shards"],
+            "interleaved": counts["interleaved"]["shards"],
+            "sft_single": "sft/single.json",
+            "sft_multi": "sft/multi.json",
+            "dpo": "dpo/pairs.jsonl",
+            "safety": "safety/train.json",
+            "corpus": "text/corpus.txt",
+        },
+        "chance": chance_levels(cfg),
+        "files": out.listing(),
+    }
+    out.write_json("manifest.json", manifest)
+    log.info("wrote the %s world (%s size, seed %d): %d files under %s", preset, size, seed, len(manifest["files"]) + 1, out.root)
+    return manifest

@@ -1,0 +1,67 @@
+"""Determinism, the tokenizer built from the world, and bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from xgenmm.model.template import IMAGE_PLACEHOLDER_TOKEN, IMAGE_TOKEN, render_chat
+from xgenmm.synth.corpus import build_world_tokenizer
+from xgenmm.synth.generate import WorldSize, generate_world
+
+TINY = WorldSize(12, 4, 5, 12, 8, 6, 4, 2, 3, 5, 3, 2, 3, 4, 1, 2)
+
+
+def _json_files(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.suffix in (".json", ".jsonl", ".tsv", ".tar")}
+
+
+@pytest.fixture(scope="module")
+def easy_worlds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("det")
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        generate_world(root / name, seed=seed, preset="easy", size=TINY, progress=False)
+    return root
+
+
+def test_same_seed_gives_identical_bytes(easy_worlds):
+    a, b = _json_files(easy_worlds / "a"), _json_files(easy_worlds / "b")
+    assert a.keys() == b.keys() and len(a) > 10
+    assert [k for k in a if a[k] != b[k]] == []
+
+
+def test_different_seed_gives_different_data(easy_worlds):
+    a, c = _json_files(easy_worlds / "a"), _json_files(easy_worlds / "c")
+    assert a["sft/single.json"] != c["sft/single.json"]
+    assert a["eval/world_vqa/questions.json"] != c["eval/world_vqa/questions.json"]
+
+
+def test_world_tokenizer_round_trips_chats_with_special_tokens(small_world, tmp_path):
+    tok = build_world_tokenizer(small_world, tmp_path / "tok")
+    text, _ = render_chat([
+        {"role": "user", "content": f"{IMAGE_TOKEN}\nWhat colour is the shape at the top-left?"},
+        {"role": "assistant", "content": "red"},
+    ])
+    ids = tok(text)["input_ids"]
+    assert tok.decode(ids) == text
+    for special in (IMAGE_TOKEN, IMAGE_PLACEHOLDER_TOKEN, "<|endofchunk|>", "<|user|>", "<|assistant|>", "<|end|>", "<pad>"):
+        assert len(tok(special)["input_ids"]) == 1, special
+    assert len(ids) < 80, "the world's words are whole tokens"
+    from transformers import AutoTokenizer
+
+    again = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert again(text)["input_ids"] == ids
+
+
+def test_corpus_holds_every_eval_answer(small_world):
+    import json
+
+    corpus = set((small_world / "text/corpus.txt").read_text().splitlines())
+    anns = json.loads((small_world / "eval/world_vqa/annotations.json").read_text())["annotations"]
+    assert {a["multiple_choice_answer"] for a in anns} <= corpus
+
+
+def test_unknown_preset_and_size_are_named(tmp_path):
+    with pytest.raises(ValueError, match="unknown world preset 'huge'"):
+        generate_world(tmp_path, preset="huge")
+    with pytest.raises(ValueError, match="unknown world size 'tiny'"):
+        generate_world(tmp_path, size="tiny")
