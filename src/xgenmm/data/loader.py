@@ -1,0 +1,178 @@
+"""The training loader: a torch DataLoader over worker pipelines (read -> parse -> encode ->
+batch), deterministic for a seed and resumable.
+
+Determinism: the raw stream (source or mixture, epoch e seeded with seed + e) is the same in
+every worker; logical worker w of W (on rank r of R) takes the positions p with
+p % (W * R) == r * W + w and batches them itself; the DataLoader returns workers' batches
+round-robin. Resuming: each batch carries its worker's position (the next stream position
+and the positions still held in the batcher); `state_dict()` records, for the batches the
+training loop has actually received, each worker's latest position and how many batches
+were taken. A resumed loader replays the held samples, skips the rest without decoding them,
+and rotates worker ids so that the round-robin continues with the right worker."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from .collate import BatchConfig, Batcher
+from .encode import EncodeConfig, Encoder
+from .errors import SampleError, SkipStats
+from .mixture import Stream
+from .parse import SamplePolicy, parse_record
+
+log = logging.getLogger("xgenmm.data")
+
+
+@dataclass
+class LoaderConfig:
+    seed: int = 42  # stream seed (overrides the mixture's when given to `build_loader`)
+    num_workers: int = 0  # DataLoader worker processes (0: in the main process)
+    rank: int = 0  # this process's data-parallel rank
+    world_size: int = 1  # data-parallel ranks; each reads a disjoint part of the stream
+    prefetch_factor: int = 2  # batches prefetched per worker
+
+
+class DataPipeline:
+    """stream + policy + encoder + batcher for one logical worker: `batches(...)`."""
+
+    def __init__(self, stream: Stream, processor, encode: EncodeConfig | None = None,
+                 batch: BatchConfig | None = None, policy: SamplePolicy | None = None):
+        self.stream = stream
+        self.processor = processor
+        self.encode_cfg = encode or EncodeConfig()
+        self.batch_cfg = batch or BatchConfig()
+        self.policy = policy or SamplePolicy()
+
+    def samples(self, epoch: int = 0, shard: int = 0, num_shards: int = 1, stats: SkipStats | None = None,
+                decode_pixels: bool = True, state: dict | None = None) -> Iterator:
+        """Encoded samples of this shard in stream order (bad ones counted in `stats`)."""
+        stats = stats if stats is not None else SkipStats(strict=self.policy.strict)
+        encoder = Encoder(self.processor, self.encode_cfg, stats, decode_pixels=decode_pixels)
+        cursor = state["cursor"] if state else 0
+        replay = set(state["pending"]) if state else set()
+        for pos, item in enumerate(self.stream.iterate(epoch)):
+            if pos % num_shards != shard or (pos < cursor and pos not in replay):
+                continue
+            fresh = pos >= cursor  # replayed samples were counted before the save
+            if fresh:
+                stats.read += 1
+            try:
+                sample = parse_record(item.record(), item.id, item.resolve, self.policy, stats if fresh else None,
+                                      item.kind)
+                enc = encoder.encode(sample)
+            except SampleError as e:
+                if fresh:
+                    stats.skip(e)
+                continue
+            enc.position = pos
+            if fresh:
+                stats.ok += 1
+            yield enc
+
+    def batches(self, epoch: int = 0, shard: int = 0, num_shards: int = 1, state: dict | None = None) -> Iterator[dict]:
+        stats = SkipStats.from_dict(state["stats"], strict=self.policy.strict) if state else SkipStats(strict=self.policy.strict)
+        pad_id = self.processor.pad_token_id
+        batcher = Batcher(self.batch_cfg, self.encode_cfg.max_length, pad_id)
+        pos = state["cursor"] - 1 if state else -1
+
+        def tag(batch: dict, cursor: int, done: bool) -> dict:
+            batch["_state"] = {"cursor": cursor, "pending": batcher.pending(), "stats": stats.to_dict(), "done": done}
+            return batch
+
+        for enc in self.samples(epoch, shard, num_shards, stats, state=state):
+            pos = enc.position
+            for b in batcher.push(enc):
+                yield tag(b, pos + 1, False)
+        for b in batcher.flush():
+            yield tag(b, 1 << 62, False)
+        # A trailing state-only marker so the main process knows this worker's stats at the end.
+        yield {"_state": {"cursor": 1 << 62, "pending": [], "stats": stats.to_dict(), "done": True}}
+
+
+class _Workers(IterableDataset):
+    def __init__(self, pipeline: DataPipeline, epoch: int, cfg: LoaderConfig, offset: int, states: dict):
+        self.pipeline, self.epoch, self.cfg, self.offset, self.states = pipeline, epoch, cfg, offset, states
+
+    def __iter__(self):
+        info = get_worker_info()
+        n = max(1, self.cfg.num_workers)
+        logical = ((info.id if info else 0) + self.offset) % n
+        shard = self.cfg.rank * n + logical
+        state = self.states.get(logical)
+        if state and state.get("done"):
+            return
+        torch.set_num_threads(1)  # workers decode and tokenise; leave the cores to each other
+        for b in self.pipeline.batches(self.epoch, shard, n * self.cfg.world_size, state):
+            b["_state"]["worker"] = logical
+            yield b
+
+
+class ResumableLoader:
+    """Iterate for one epoch per `iter()`; `state_dict()` / `load_state_dict()` hold the
+    position, so that a resumed run sees exactly the batches it would have seen."""
+
+    def __init__(self, pipeline: DataPipeline, cfg: LoaderConfig | None = None):
+        self.pipeline = pipeline
+        self.cfg = cfg or LoaderConfig()
+        self.epoch = 0
+        self.taken = 0  # batches of this epoch handed to the caller
+        self.next_worker = 0  # logical worker whose batch comes next (round-robin)
+        self.workers: dict[int, dict] = {}  # logical worker -> its latest state
+        self.last_epoch_stats: SkipStats | None = None  # counters of the last finished epoch
+
+    def __iter__(self) -> Iterator[dict]:
+        n = max(1, self.cfg.num_workers)
+        ds = _Workers(self.pipeline, self.epoch, self.cfg, self.next_worker, dict(self.workers))
+        kwargs = {}
+        if self.cfg.num_workers > 0:
+            kwargs = dict(num_workers=self.cfg.num_workers, prefetch_factor=self.cfg.prefetch_factor)
+        for b in torch.utils.data.DataLoader(ds, batch_size=None, **kwargs):
+            st = b.pop("_state")
+            w = st.pop("worker")
+            self.workers[w] = st
+            # The DataLoader serves live workers round-robin; a resumed one must start here.
+            self.next_worker = (w + 1) % n
+            if not b:  # the end-of-stream marker
+                continue
+            self.taken += 1
+            yield b
+        self.epoch += 1
+        self.taken = 0
+        self.next_worker = 0
+        self.last_epoch_stats = self.stats()
+        self.workers = {}
+
+    def stats(self) -> SkipStats:
+        """Counters so far this epoch, over all workers (read, ok, skipped per reason)."""
+        total = SkipStats()
+        for st in self.workers.values():
+            total.merge(st["stats"])
+        return total
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "taken": self.taken, "next_worker": self.next_worker, "num_workers": max(1, self.cfg.num_workers),
+                "rank": self.cfg.rank, "world_size": self.cfg.world_size,
+                "workers": {int(k): {**v, "pending": list(v["pending"])} for k, v in self.workers.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["num_workers"] != max(1, self.cfg.num_workers) or state.get("world_size", 1) != self.cfg.world_size:
+            raise ValueError(
+                f"loader state was saved with {state['num_workers']} workers x {state.get('world_size', 1)} ranks; "
+                f"resume with the same (now {max(1, self.cfg.num_workers)} x {self.cfg.world_size})"
+            )
+        self.epoch, self.taken = int(state["epoch"]), int(state["taken"])
+        self.next_worker = int(state["next_worker"])
+        self.workers = {int(k): dict(v) for k, v in state["workers"].items()}
+
+
+def build_loader(source, processor, encode: EncodeConfig | None = None, batch: BatchConfig | None = None,
+                 policy: SamplePolicy | None = None, loader: LoaderConfig | None = None) -> ResumableLoader:
+    """The loader for a source path, a mixture YAML, or a SourceConfig / MixtureConfig."""
+    loader = loader or LoaderConfig()
+    stream = source if isinstance(source, Stream) else Stream(source, seed=loader.seed)
+    return ResumableLoader(DataPipeline(stream, processor, encode, batch, policy), loader)
