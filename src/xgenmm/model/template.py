@@ -94,7 +94,7 @@ def base_image_block(num_tokens: int) -> str:
 # `tokenizer.apply_chat_template` in other tools renders exactly what render_chat renders.
 JINJA_CHAT_TEMPLATE = (
     "{% if messages[0]['role'] != 'system' %}"
-    "{{ '<|system|>\\n" + DEFAULT_SYSTEM_PROMPT + "<|end|>\\n' }}"
+    '{{ "<|system|>\\n' + DEFAULT_SYSTEM_PROMPT + '<|end|>\\n" }}'
     "{% endif %}"
     "{% for message in messages %}"
     "{{ '<|' + message['role'] + '|>\\n' + message['content'] + '<|end|>\\n' }}"

@@ -1,0 +1,81 @@
+"""Model directories: bit-exact round trips, sharding, the Hugging Face cache, key errors."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from xgenmm.model import XGenMM, XGenMMProcessor
+from xgenmm.model.checkpoint import WEIGHTS_INDEX
+
+
+def assert_same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def test_save_and_load_is_bit_exact_with_processor(tiny_model, tiny_processor, tmp_path):
+    tiny_model.save_pretrained(tmp_path / "m", processor=tiny_processor)
+    loaded = XGenMM.from_pretrained(tmp_path / "m")
+    assert_same_weights(tiny_model, loaded)
+    assert loaded.config == tiny_model.config
+    proc = XGenMMProcessor.from_pretrained(tmp_path / "m")
+    assert proc.image_token_id == tiny_processor.image_token_id
+    assert proc.tokenizer.get_vocab() == tiny_processor.tokenizer.get_vocab()
+    assert proc.image_processor.to_dict() == tiny_processor.image_processor.to_dict()
+
+
+def test_large_models_are_sharded_with_an_index(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path / "m", max_shard_size="500KB")
+    index = json.loads((tmp_path / "m" / WEIGHTS_INDEX).read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    assert_same_weights(tiny_model, XGenMM.from_pretrained(tmp_path / "m"))
+
+
+def test_saving_over_a_model_replaces_it_whole(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path / "m", max_shard_size="500KB")
+    tiny_model.save_pretrained(tmp_path / "m")  # now a single file: no stale shards remain
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_loads_from_the_hugging_face_cache_offline(tiny_model, tmp_path, monkeypatch):
+    snap = tmp_path / "hub" / "models--acme--tiny-xgenmm" / "snapshots" / "abc123"
+    tiny_model.save_pretrained(snap)
+    (tmp_path / "hub" / "models--acme--tiny-xgenmm" / "refs").mkdir()
+    (tmp_path / "hub" / "models--acme--tiny-xgenmm" / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    assert_same_weights(tiny_model, XGenMM.from_pretrained("acme/tiny-xgenmm"))
+    with pytest.raises(FileNotFoundError, match="acme/absent"):
+        XGenMM.from_pretrained("acme/absent")
+
+
+def test_missing_unexpected_and_misshaped_keys_are_named(tiny_model, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    tiny_model.save_pretrained(tmp_path / "m")
+    state = load_file(tmp_path / "m" / "model.safetensors")
+    state.pop("vision_tokenizer.latents")
+    state["extra.weight"] = torch.zeros(1)
+    state["vision_tokenizer.norm.weight"] = torch.zeros(3)
+    save_file(state, tmp_path / "m" / "model.safetensors")
+    with pytest.raises(ValueError) as e:
+        XGenMM.from_pretrained(tmp_path / "m")
+    msg = str(e.value)
+    assert "vision_tokenizer.latents" in msg and "extra.weight" in msg and "vision_tokenizer.norm.weight" in msg
+
+
+def test_a_released_checkpoint_must_be_imported_first(tmp_path):
+    from tests.conftest import RELEASE_FIXTURES
+
+    shutil.copytree(RELEASE_FIXTURES / "checkpoint", tmp_path / "rel")
+    with pytest.raises(ValueError, match="convert import"):
+        XGenMM.from_pretrained(tmp_path / "rel")

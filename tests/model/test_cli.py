@@ -1,0 +1,28 @@
+"""The command line: generate from a saved model, convert both ways."""
+
+import json
+
+from tests.conftest import RELEASE_FIXTURES, make_image
+from xgenmm.cli import main
+
+
+def test_generate_prints_an_answer(tiny_model, tiny_processor, tmp_path, capsys):
+    tiny_model.save_pretrained(tmp_path / "m", processor=tiny_processor)
+    make_image(90, 60).save(tmp_path / "a.png")
+    make_image(40, 40, 1).save(tmp_path / "b.png")
+    rc = main(["generate", "--model", str(tmp_path / "m"), "--image", str(tmp_path / "a.png"),
+               "--image", str(tmp_path / "b.png"), "--prompt", "what colour is the circle?", "--max-new-tokens", "4"])
+    assert rc == 0
+    assert capsys.readouterr().out.strip() != ""
+
+
+def test_generate_names_a_missing_image(tiny_model, tiny_processor, tmp_path, capsys):
+    tiny_model.save_pretrained(tmp_path / "m", processor=tiny_processor)
+    rc = main(["generate", "--model", str(tmp_path / "m"), "--image", str(tmp_path / "nope.png"), "--prompt", "hi"])
+    assert rc == 1 and "nope.png" in capsys.readouterr().err
+
+
+def test_convert_import_then_export(tmp_path, capsys):
+    assert main(["convert", "import", str(RELEASE_FIXTURES / "checkpoint"), str(tmp_path / "ours")]) == 0
+    assert main(["convert", "export", str(tmp_path / "ours"), str(tmp_path / "release")]) == 0
+    assert json.loads((tmp_path / "release" / "config.json").read_text())["model_type"] == "xgenmm"

@@ -1,0 +1,67 @@
+"""Generation: the KV cache changes nothing, a batch gives what each sample gives alone,
+rows stop on the end token, sampling is reproducible with a seed."""
+
+import torch
+
+from tests.conftest import make_image
+
+
+def prompts(processor):
+    msgs = [
+        ("<image>\nwhat colour is the circle?", [make_image(90, 60, 1)]),
+        ("how many shapes are there?", []),
+        ("<image>\n<image>\nis there a green triangle?", [make_image(40, 120, 2), make_image(64, 64, 3)]),
+    ]
+    return [(processor.apply_chat_template([{"role": "user", "content": t}]), ims) for t, ims in msgs]
+
+
+def test_greedy_with_cache_equals_recomputing_without_it(tiny_model, tiny_processor):
+    texts, images = zip(*prompts(tiny_processor))
+    batch = tiny_processor(list(texts), list(images))
+    with_cache = tiny_model.generate(**batch, max_new_tokens=8, eos_token_id=[])
+    without = tiny_model.generate(**batch, max_new_tokens=8, eos_token_id=[], use_cache=False)
+    assert with_cache.shape == (3, 8)
+    assert torch.equal(with_cache, without)
+
+
+def test_batch_gives_what_each_sample_gives_alone(tiny_model, tiny_processor):
+    ps = prompts(tiny_processor)
+    texts, images = zip(*ps)
+    batched = tiny_model.generate(**tiny_processor(list(texts), list(images)), max_new_tokens=10, eos_token_id=[])
+    for i, (t, ims) in enumerate(ps):
+        alone = tiny_model.generate(**tiny_processor([t], [ims]), max_new_tokens=10, eos_token_id=[])
+        assert torch.equal(batched[i], alone[0]), f"sample {i}"
+
+
+def test_right_padded_prompts_generate_like_left_padded(tiny_model, tiny_processor):
+    texts, images = zip(*prompts(tiny_processor))
+    left = tiny_model.generate(**tiny_processor(list(texts), list(images), padding_side="left"), max_new_tokens=6, eos_token_id=[])
+    right = tiny_model.generate(**tiny_processor(list(texts), list(images), padding_side="right"), max_new_tokens=6, eos_token_id=[])
+    assert torch.equal(left, right)
+
+
+def test_rows_stop_on_the_end_token_and_are_padded(tiny_model, tiny_processor):
+    texts, images = zip(*prompts(tiny_processor))
+    batch = tiny_processor(list(texts), list(images))
+    free = tiny_model.generate(**batch, max_new_tokens=8, eos_token_id=[])
+    stop = int(free[0, 2])  # make row 0's third token the end token
+    out = tiny_model.generate(**batch, max_new_tokens=8, eos_token_id=stop)
+    assert out[0, 2] == stop
+    assert (out[0, 3:] == tiny_model.config.tokens.pad_token_id).all()
+
+
+def test_sampling_is_reproducible_with_a_seed(tiny_model, tiny_processor):
+    texts, images = zip(*prompts(tiny_processor))
+    batch = tiny_processor(list(texts), list(images))
+    kw = dict(max_new_tokens=6, do_sample=True, temperature=1.5, top_p=0.9, top_k=50, eos_token_id=[])
+    a = tiny_model.generate(**batch, generator=torch.Generator().manual_seed(3), **kw)
+    b = tiny_model.generate(**batch, generator=torch.Generator().manual_seed(3), **kw)
+    c = tiny_model.generate(**batch, generator=torch.Generator().manual_seed(4), **kw)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_decoded_text_has_no_special_tokens(tiny_model, tiny_processor):
+    texts, images = zip(*prompts(tiny_processor))
+    out = tiny_model.generate(**tiny_processor(list(texts), list(images)), max_new_tokens=5)
+    decoded = tiny_processor.batch_decode(out)
+    assert len(decoded) == 3 and all("<pad>" not in d and "<|end|>" not in d for d in decoded)
