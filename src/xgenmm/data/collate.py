@@ -84,22 +84,25 @@ def pair_batch(pairs: list[EncodedPair], pad_id: int) -> dict:
 
 
 def pack_rows(buffer: list, n_rows: int, max_length: int, max_images: int = 0) -> list[list]:
-    """Greedy first-fit over `buffer` (in order; taken samples are removed from it): each row
-    starts with the oldest sample and takes the following ones that still fit the length and
-    the image budget. Deterministic for a given buffer."""
+    """Best fit over `buffer` (taken samples are removed from it): each row starts with the
+    oldest sample, then repeatedly takes the longest sample (the oldest among equals) that
+    still fits the length and the image budget. Deterministic for a given ordered buffer."""
     rows = []
     while buffer and len(rows) < n_rows:
         row = [buffer.pop(0)]
         used, images = row[0].length, row[0].num_images
-        i = 0
-        while i < len(buffer) and used < max_length:
-            s = buffer[i]
-            if used + s.length <= max_length and (not max_images or images + s.num_images <= max_images):
-                row.append(buffer.pop(i))
-                used += s.length
-                images += s.num_images
-            else:
-                i += 1
+        while True:
+            best = -1
+            for i, s in enumerate(buffer):
+                if used + s.length <= max_length and (not max_images or images + s.num_images <= max_images):
+                    if best < 0 or s.length > buffer[best].length:
+                        best = i
+            if best < 0:
+                break
+            s = buffer.pop(best)
+            row.append(s)
+            used += s.length
+            images += s.num_images
         rows.append(row)
     return rows
 
