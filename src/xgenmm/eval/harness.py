@@ -1,0 +1,289 @@
+"""The evaluation loop: read a task's samples, build prompts (instruct chat, or base-model
+few-shot), generate in batches (or score multiple-choice options by likelihood), extract and
+score answers, and write per-sample predictions (JSONL, resumable), results JSON and a
+markdown table.
+
+    from xgenmm.eval import evaluate
+    result = evaluate(model, processor, "world_vqa", "world/", out_dir="runs/eval")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..model.image_processing import ImageLoadError, load_image
+from ..model.template import END_OF_CHUNK_TOKEN, IMAGE_TOKEN
+from .report import write_json_atomic
+from .scoring import MAIN_METRIC, aggregate, answer_letter, score_sample
+from .tasks import Sample, Task, get_task
+from .tasks.base import letters
+
+log = logging.getLogger(__name__)
+
+
+def resolve_folder(data: str | Path, folder: str) -> Path:
+    """The task's data folder: DATA/folder, DATA/eval/folder (a synthetic world's root), or
+    DATA itself when it is that folder."""
+    data = Path(data)
+    for cand in (data / folder, data / "eval" / folder):
+        if cand.is_dir():
+            return cand
+    if data.is_dir():
+        return data
+    raise FileNotFoundError(f"{data}: no data folder for this task (looked for {data / folder} and {data / 'eval' / folder})")
+
+
+def run_name(task: Task, shots: int | None) -> str:
+    return task.name if shots is None else f"{task.name}_{shots}shot"
+
+
+def _load_done(path: Path) -> dict[str, dict]:
+    """Records of a previous partial run. A line cut off by an interrupted write is dropped
+    and the file rewritten without it, so that appending continues cleanly."""
+    if not path.exists():
+        return {}
+    done, good, dropped = {}, [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            dropped += 1
+            continue
+        if isinstance(rec, dict) and "id" in rec:
+            done[str(rec["id"])] = rec
+            good.append(line)
+    if dropped:
+        log.warning("%s: dropped %d unreadable line(s) of an interrupted run", path, dropped)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text("".join(g + "\n" for g in good), encoding="utf-8")
+        os.replace(tmp, path)
+    return done
+
+
+def _load_images(sample: Sample) -> tuple[list | None, str | None]:
+    try:
+        return [load_image(src, name=f"sample {sample.id} image {j} ({src if isinstance(src, Path) else 'inline'})")
+                for j, src in enumerate(sample.images)], None
+    except FileNotFoundError:
+        return None, "missing_image"
+    except ImageLoadError:
+        return None, "unreadable_image"
+
+
+def _user_text(task: Task, sample: Sample, n_images: int) -> str:
+    text = task.instruct_prompt(sample)
+    if IMAGE_TOKEN in text:  # the benchmark places its images itself (Mantis-Eval)
+        return text
+    return (IMAGE_TOKEN + "\n") * n_images + text
+
+
+class _Demonstrations:
+    """Few-shot demonstrations from the task's train split, drawn per sample with a seed
+    (so a resumed or re-batched run draws the same ones); decoded images are cached."""
+
+    def __init__(self, task: Task, folder: Path, seed: int):
+        train = folder.parent / f"{folder.name}_train"
+        if not train.is_dir():
+            raise FileNotFoundError(f"{task.name}: few-shot needs the train split at {train} (same layout as {folder})")
+        self.pool = task.read(train)
+        if not self.pool:
+            raise ValueError(f"{train}: no demonstrations")
+        self.seed, self.cache, self.bad = seed, {}, set()
+
+    def images(self, demo: Sample) -> list | None:
+        if demo.id not in self.cache:
+            self.cache[demo.id], _ = _load_images(demo)
+        return self.cache[demo.id]
+
+    def draw(self, sample: Sample, k: int) -> list[tuple[Sample, list]]:
+        rng = random.Random(f"{self.seed}/{sample.id}")
+        order = rng.sample(range(len(self.pool)), len(self.pool))
+        chosen = []
+        for i in order:
+            if len(chosen) == k:
+                break
+            demo = self.pool[i]
+            if demo.id == sample.id and demo.question == sample.question:
+                continue
+            ims = self.images(demo)
+            if ims is not None:
+                chosen.append((demo, ims))
+        return chosen
+
+
+def _prompt(task: Task, proc, sample: Sample, images: list, shots: int | None,
+            demos: _Demonstrations | None) -> tuple[str, list]:
+    if shots is None:
+        content = _user_text(task, sample, len(images))
+        return proc.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True), images
+    # Base convention (reference section 4): <image>{instruction}{answer}<|endofchunk|> per
+    # demonstration, then the query; the processor expands each <image> into placeholders.
+    text, all_images = "", []
+    for demo, demo_images in (demos.draw(sample, shots) if shots else []):
+        text += IMAGE_TOKEN * len(demo_images) + task.base_prompt(demo) + task.base_answer(demo) + END_OF_CHUNK_TOKEN
+        all_images += demo_images
+    return text + IMAGE_TOKEN * len(images) + task.base_prompt(sample), all_images + images
+
+
+def _to_device(batch: dict, model) -> dict:
+    param = next(model.parameters())
+    vision_dtype = next(model.vision_encoder.parameters()).dtype if hasattr(model, "vision_encoder") else param.dtype
+    return {
+        "input_ids": batch["input_ids"].to(param.device),
+        "attention_mask": batch["attention_mask"].to(param.device),
+        "pixel_values": [p.to(param.device, vision_dtype) for p in batch["pixel_values"]],
+        "image_sizes": batch["image_sizes"],
+    }
+
+
+@torch.no_grad()
+def _generate(model, proc, prompts: list[str], images: list[list], max_new_tokens: int, base: bool) -> list[str]:
+    batch = _to_device(proc(text=prompts, images=images, padding_side="left", convention="base" if base else "instruct"), model)
+    eos = list(model.config.tokens.eos_token_ids)
+    if base:  # a base model ends an answer with <|endofchunk|>
+        eos = sorted({*eos, proc.endofchunk_token_id, proc.end_token_id})
+    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos)
+    return proc.batch_decode(out, skip_special_tokens=True)
+
+
+@torch.no_grad()
+def _option_choice(model, proc, prompts: list[str], images: list[list], options: list[list[str]], batch_size: int,
+                   base: bool) -> list[str]:
+    """The option whose text is most likely after the prompt (sum of token log-probs)."""
+    rows = [(i, o) for i, opts in enumerate(options) for o in range(len(opts))]
+    scores: dict[tuple[int, int], float] = {}
+    pad = proc.pad_token_id
+    for start in range(0, len(rows), max(1, batch_size)):
+        chunk = rows[start : start + batch_size]
+        enc = proc(text=[prompts[i] for i, _ in chunk], images=[images[i] for i, _ in chunk], padding_side="right",
+                   convention="base" if base else "instruct")
+        seqs, labs = [], []
+        for r, (i, o) in enumerate(chunk):
+            ids = enc["input_ids"][r][enc["attention_mask"][r].bool()].tolist()
+            cont = proc.tokenizer(options[i][o], add_special_tokens=False)["input_ids"]
+            seqs.append(ids + cont)
+            labs.append([-100] * len(ids) + cont)
+        width = max(map(len, seqs))
+        input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
+        attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+        labels = torch.tensor([s + [-100] * (width - len(s)) for s in labs])
+        batch = _to_device({"input_ids": input_ids, "attention_mask": attention, "pixel_values": enc["pixel_values"],
+                            "image_sizes": enc["image_sizes"]}, model)
+        out = model(**batch, labels=labels.to(batch["input_ids"].device))
+        target = out.labels[:, 1:]
+        logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
+        tok = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (target != -100)
+        for r, key in enumerate(chunk):
+            scores[key] = float(tok[r].sum())
+    return [letters(len(opts))[max(range(len(opts)), key=lambda o: scores[(i, o)])] for i, opts in enumerate(options)]
+
+
+def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: int | None = None, batch_size: int = 8,
+             limit: int | None = None, out_dir: str | Path | None = None, seed: int = 0, mc_scoring: str | None = None,
+             max_new_tokens: int | None = None, progress: bool = True) -> dict:
+    """Evaluate `model` on one task and return its results: {"task", "shots", "metrics",
+    "samples", "scored", "skipped": {reason: count}, "samples_per_s", ...}.
+
+    shots=None: instruct prompts (the chat template, `<image>` tags). shots=k (0, 4, 8, ...):
+    base-model prompts with k demonstrations drawn with `seed` from `{folder}_train`.
+    With `out_dir`, predictions go to out_dir/<task>[_<k>shot]/predictions.jsonl (an
+    existing file is resumed: samples already there are not run again) beside results.json.
+    Unreadable images skip their sample (counted in "skipped").
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    if shots is not None and not task.few_shot:
+        raise ValueError(f"task {task.name} has no base-model few-shot prompt; run it without shots")
+    scoring = mc_scoring or task.mc_scoring
+    if scoring not in ("generate", "likelihood"):
+        raise ValueError(f"mc_scoring must be 'generate' or 'likelihood', got {scoring!r}")
+    folder = resolve_folder(data_path, task.folder)
+    samples = task.read(folder)
+    if limit is not None:
+        samples = samples[:limit]
+    by_id = {s.id: s for s in samples}
+    if len(by_id) != len(samples):
+        dup = next(k for k, v in Counter(s.id for s in samples).items() if v > 1)
+        raise ValueError(f"{folder}: sample id {dup!r} appears more than once")
+    demos = _Demonstrations(task, folder, seed) if shots else None
+    name = run_name(task, shots)
+    pred_path = Path(out_dir) / name / "predictions.jsonl" if out_dir is not None else None
+    done = _load_done(pred_path) if pred_path else {}
+    done = {k: v for k, v in done.items() if k in by_id}
+    todo = [s for s in samples if s.id not in done]
+    records = list(done.values())
+    if pred_path:
+        pred_path.parent.mkdir(parents=True, exist_ok=True)
+    writer = pred_path.open("a", encoding="utf-8") if pred_path else None
+    was_training = model.training
+    model.eval()
+    start, ran = time.perf_counter(), 0
+    bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=name, disable=not progress, unit="sample")
+    try:
+        for b in range(0, len(todo), batch_size):
+            batch, prompts, images, new = [], [], [], []
+            for s in todo[b : b + batch_size]:
+                ims, reason = _load_images(s)
+                if ims is None:
+                    new.append({"id": s.id, "skipped": reason})
+                    continue
+                text, all_ims = _prompt(task, processor, s, ims, shots, demos)
+                batch.append(s), prompts.append(text), images.append(all_ims)
+            if batch:
+                is_mc = task.kind == "mc" or (task.kind == "multi" and all(s.options for s in batch))
+                if is_mc and scoring == "likelihood":
+                    choices = _option_choice(model, processor, prompts, images, [s.options for s in batch], batch_size, shots is not None)
+                    texts = [s.options[letters(len(s.options)).index(c)] for s, c in zip(batch, choices)]
+                else:
+                    choices = [None] * len(batch)
+                    texts = _generate(model, processor, prompts, images, max_new_tokens or task.max_new_tokens, shots is not None)
+                for s, text, choice in zip(batch, texts, choices):
+                    new.append(score_sample(task, s, text, choice))
+                ran += len(batch)
+            for rec in new:
+                if writer:
+                    writer.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            if writer:
+                writer.flush()
+            records += new
+            bar.update(len(new))
+    finally:
+        bar.close()
+        if writer:
+            writer.close()
+        model.train(was_training)
+    elapsed = time.perf_counter() - start
+    metrics = aggregate(task, records, by_id)
+    skipped = Counter(r["skipped"] for r in records if r.get("skipped"))
+    result = {
+        "task": task.name,
+        "kind": task.kind,
+        "shots": shots,
+        "style": "instruct" if shots is None else "base",
+        "mc_scoring": scoring if task.kind in ("mc", "multi") else None,
+        "main_metric": MAIN_METRIC[task.kind],
+        "metrics": metrics,
+        "samples": len(samples),
+        "scored": sum(1 for r in records if not r.get("skipped")),
+        "skipped": dict(skipped),
+        "resumed": len(done),
+        "seconds": round(elapsed, 3),
+        "samples_per_s": round(ran / elapsed, 3) if ran and elapsed > 0 else None,
+        "data": str(folder),
+        "seed": seed,
+    }
+    if pred_path:
+        result["predictions"] = str(pred_path)
+        write_json_atomic(pred_path.parent / "results.json", result)
+    return result
+
+
+__all__ = ["evaluate", "resolve_folder", "run_name", "answer_letter"]

@@ -1,0 +1,48 @@
+"""Writing results: JSON and a markdown table, atomically (temp file + os.replace)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def _fmt(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def markdown_table(results: list[dict]) -> str:
+    """One row per (task, shots): the headline metric first, then the other scalar metrics."""
+    lines = ["| task | shots | samples | skipped | metric | value | other metrics | samples/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        m = r["metrics"]
+        main = r["main_metric"]
+        others = ", ".join(f"{k} {_fmt(v)}" for k, v in m.items() if k != main and not isinstance(v, dict))
+        shots = "-" if r["shots"] is None else r["shots"]
+        skipped = sum(r["skipped"].values()) if r["skipped"] else 0
+        lines.append(f"| {r['task']} | {shots} | {r['scored']} | {skipped} | {main} | {_fmt(m.get(main, 0.0))} | "
+                     f"{others or '-'} | {r['samples_per_s'] if r['samples_per_s'] is not None else '-'} |")
+    for r in results:  # per-group breakdowns below the table
+        for k, v in r["metrics"].items():
+            if isinstance(v, dict):
+                lines.append("")
+                lines.append(f"**{r['task']}** {k.replace('_', ' ')}: " + ", ".join(f"{g} {_fmt(x)}" for g, x in v.items()))
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out_dir: Path, results: list[dict]) -> None:
+    write_json_atomic(Path(out_dir) / "results.json", results)
+    write_text_atomic(Path(out_dir) / "results.md", markdown_table(results))
