@@ -16,7 +16,8 @@ COMMAND_MODULES = [
     "xgenmm.train.commands",  # train
     "xgenmm.eval.commands",  # eval
     "xgenmm.curate.commands",  # curate
-    "xgenmm.synth.commands",  # demo
+    "xgenmm.synth.commands",  # synth
+    "xgenmm.demo.commands",  # demo
 ]
 
 
