@@ -86,15 +86,13 @@ def check(spec, processor, encode: EncodeConfig | None = None, policy: SamplePol
     lengths, images, text_lengths = [], [], []
     truncated = 0
     bar = tqdm(desc="data check", unit=" samples", disable=not progress, total=limit)
-    for enc in pipe.samples(stats=stats, decode_pixels=False):
+    for enc in pipe.samples(stats=stats, decode_pixels=False, limit=limit):
         for e in (enc.chosen, enc.rejected) if hasattr(enc, "chosen") else (enc,):
             lengths.append(e.length)
             text_lengths.append(len(e.input_ids))
         images.append(len(enc.chosen.image_sizes) if hasattr(enc, "chosen") else len(enc.image_sizes))
         truncated += int(enc.truncated)
         bar.update(stats.read - bar.n)
-        if limit is not None and stats.read >= limit:
-            break
     bar.update(stats.read - bar.n)
     bar.close()
     # A preference pair is two sequences with the same images.

@@ -58,14 +58,19 @@ def load_processor(model: str | None, tokenizer: str | None):
 def _check(args: argparse.Namespace) -> int:
     from .check import check, format_report
     from .encode import EncodeConfig
+    from .errors import SampleError
     from .parse import SamplePolicy
 
     proc = load_processor(args.model, args.tokenizer)
-    report = check(
-        args.source, proc,
-        EncodeConfig(max_length=args.max_length, truncation=args.truncation, convention=args.convention),
-        SamplePolicy(max_images=args.max_images, strict=args.strict),
-        batch_size=args.batch_size, limit=args.limit, seed=args.seed, progress=not args.json and sys.stderr.isatty(),
-    )
+    try:
+        report = check(
+            args.source, proc,
+            EncodeConfig(max_length=args.max_length, truncation=args.truncation, convention=args.convention),
+            SamplePolicy(max_images=args.max_images, strict=args.strict),
+            batch_size=args.batch_size, limit=args.limit, seed=args.seed, progress=not args.json and sys.stderr.isatty(),
+        )
+    except SampleError as e:  # --strict: the first bad sample ends the scan
+        print(f"xgenmm data check: error: {e}", file=sys.stderr)
+        return 1
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

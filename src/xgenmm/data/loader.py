@@ -49,13 +49,16 @@ class DataPipeline:
         self.policy = policy or SamplePolicy()
 
     def samples(self, epoch: int = 0, shard: int = 0, num_shards: int = 1, stats: SkipStats | None = None,
-                decode_pixels: bool = True, state: dict | None = None) -> Iterator:
-        """Encoded samples of this shard in stream order (bad ones counted in `stats`)."""
+                decode_pixels: bool = True, state: dict | None = None, limit: int | None = None) -> Iterator:
+        """Encoded samples of this shard in stream order (bad ones counted in `stats`), over
+        the first `limit` stream positions when given."""
         stats = stats if stats is not None else SkipStats(strict=self.policy.strict)
         encoder = Encoder(self.processor, self.encode_cfg, stats, decode_pixels=decode_pixels)
         cursor = state["cursor"] if state else 0
         replay = set(state["pending"]) if state else set()
         for pos, item in enumerate(self.stream.iterate(epoch)):
+            if limit is not None and pos >= limit:
+                return
             if pos % num_shards != shard or (pos < cursor and pos not in replay):
                 continue
             fresh = pos >= cursor  # replayed samples were counted before the save
@@ -141,10 +144,11 @@ class ResumableLoader:
                 continue
             self.taken += 1
             yield b
+        self.last_epoch_stats = self.stats()
+        log.info("data epoch %d: %s", self.epoch, self.last_epoch_stats.summary())
         self.epoch += 1
         self.taken = 0
         self.next_worker = 0
-        self.last_epoch_stats = self.stats()
         self.workers = {}
 
     def stats(self) -> SkipStats:
