@@ -104,7 +104,7 @@ def _rng(seed: int, name: str) -> random.Random:
 
 
 def generate_world(
-    out_dir: str | Path, seed: int = 0, preset: str = "standard", size: str | WorldSize = "small", progress: bool = True
+    out_dir: str | Path, seed: int = 0, preset: str = "standard", size: str | WorldSize = "full", progress: bool = True
 ) -> dict:
     """Write the synthetic world under `out_dir` and return its manifest (also written to
     `out_dir/manifest.json`). Same arguments, same bytes. `size` is "small", "full" or a

@@ -40,11 +40,11 @@ def fit_word(text: str, cell: Box) -> tuple[int, Box]:
 
 
 def _background(bg: Background, width: int, height: int) -> Image.Image:
+    if bg.kind == "plain":
+        return Image.new("RGB", (width, height), bg.base)
     base = np.array(bg.base, dtype=np.float32)
     other = np.array(bg.other, dtype=np.float32)
-    if bg.kind == "plain":
-        arr = np.broadcast_to(base, (height, width, 3))
-    elif bg.kind == "gradient":
+    if bg.kind == "gradient":
         t = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
         arr = np.broadcast_to(base * (1 - t) + other * t, (height, width, 3))
     elif bg.kind == "stripes":
