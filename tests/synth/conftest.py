@@ -1,7 +1,8 @@
-"""One small world per test session, written through the real `xgenmm synth` command."""
+"""One small world per test session, written through the `synth` command's own parser."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -9,11 +10,13 @@ import pytest
 
 @pytest.fixture(scope="session")
 def small_world(tmp_path_factory):
-    from xgenmm.cli import main
+    from xgenmm.synth.commands import register
 
+    parser = argparse.ArgumentParser(prog="xgenmm")
+    register(parser.add_subparsers(dest="command"))
     out = tmp_path_factory.mktemp("world") / "w"
-    rc = main(["synth", "--out", str(out), "--seed", "0", "--preset", "standard", "--size", "small"])
-    assert rc == 0
+    args = parser.parse_args(["synth", "--out", str(out), "--seed", "0", "--preset", "standard", "--size", "small"])
+    assert args.func(args) == 0
     return out
 
 
