@@ -88,3 +88,8 @@ def test_bad_world_config_names_the_field():
     with pytest.raises(ValueError, match="colours"):
         WorldConfig(name="bad", colours=("mauve",), shapes=("circle",), sizes=("large",), words=("cat",),
                     min_objects=1, max_objects=1, max_words=0, word_prob=0.0, unique_colours=False, conjunctions=False)
+
+
+def test_forced_objects_that_share_a_cell_are_rejected():
+    with pytest.raises(ValueError, match="share a cell"):
+        sample_scene(random.Random(0), PRESETS["standard"], objects=[("circle", "red", "large", 0), ("square", "blue", "large", 0)])

@@ -230,7 +230,7 @@ def safety_item(scene: Scene, cfg: WorldConfig, rng: random.Random, unsafe: bool
 
 def write_safety_train(out: OutputDir, cfg: WorldConfig, rng: random.Random, n: int, corpus: Corpus) -> dict:
     """Half refusals of unsafe requests, half ordinary questions answered as usual, so that
-    safety tuning learns when to refuse rather than to refuse."""
+    safety tuning learns when to refuse, not to refuse everything."""
     rows, unsafe_count = [], 0
     for i in range(n):
         unsafe = i % 2 == 0

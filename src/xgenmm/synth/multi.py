@@ -66,7 +66,9 @@ def _which_image(cfg: WorldConfig, rng: random.Random) -> MultiQA:
         for _ in range(1000):  # rejection: few scenes hold one given (colour, kind)
             s = sample_scene(rng, cfg)
             if not s.has(colour, kind):
+                scenes.append(s)
                 break
-        scenes.append(s)
+        else:
+            raise RuntimeError(f"preset {cfg.name}: no scene without a {colour} {kind} in 1000 draws")
     q = f"In which image is there {article(colour)} {colour} {kind}?"
     return MultiQA("which_image", tuple(scenes), q, ORDINALS[target], ORDINALS[:n])

@@ -285,6 +285,8 @@ def sample_scene(
         raise ValueError(f"sample_scene: cannot place {num_objects} objects ({len(forced)} forced) and {num_words} words in {cfg.num_cells} cells")
     used_cells = {f[3] for f in forced}
     used_colours = {f[1] for f in forced}
+    if len(used_cells) < len(forced) or (cfg.unique_colours and len(used_colours) < len(forced)):
+        raise ValueError(f"sample_scene: forced objects {forced} share a cell or (preset {cfg.name}) a colour")
     free = [c for c in range(cfg.num_cells) if c not in used_cells]
     rng.shuffle(free)
     specs = list(forced)
