@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:
-            if e.name == name:  # subsystem not present in this build
+            if name == e.name or name.startswith(f"{e.name}."):  # subsystem not present in this build
                 continue
             raise
         module.register(sub)
