@@ -55,8 +55,9 @@ def cider(
     times 10. Returns (mean over ids, {id: score}).
 
     QUIRK (cider_scorer.py): the "length" in the penalty is the number of bigrams
-    (`if n == 1: length += term_freq`, with n the 0-based n-gram index), i.e. words - 1,
-    which differs from the word count only for empty or one-word captions.
+    (`if n == 1: length += term_freq`, with n the 0-based n-gram index), i.e. words - 1.
+    Differences of lengths are the same as with word counts except against an empty
+    caption, whose similarity is 0 anyway, so the scores do not change; kept as written.
     """
     ids = _check(predictions, references, "cider")
     if not ids:
