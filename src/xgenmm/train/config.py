@@ -1,0 +1,450 @@
+"""The training configuration: typed dataclasses loaded from YAML, `key.sub=value` overrides,
+and validation before any compute (unknown keys, wrong types, bad values and missing paths are
+all reported together, each under its dotted name).
+
+One config describes one stage of the recipe (reference section 8); stages differ by config,
+not by code path: `stage` picks the loss (next-token for pretrain / sft / safety, sigmoid DPO
+for dpo) and the checks that go with it."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..data.collate import BatchConfig
+from ..data.encode import EncodeConfig
+from ..data.parse import SamplePolicy
+
+STAGES = ("pretrain", "sft", "dpo", "safety")
+NO_DECAY_KINDS = ("norm", "bias", "latents", "embedding", "lora")
+
+
+@dataclass
+class ModelSection:
+    preset: str | None = None  # a fresh model of this named size (phi3-mini, small, tiny); or use `checkpoint`
+    tokenizer: str | None = None  # with `preset`: the tokenizer directory (vocabulary sized to it); default: the preset's ids
+    checkpoint: str | None = None  # a model directory to start from (the previous stage's RUN_DIR/final)
+    image_mode: str | None = None  # override the image mode: squash (pretraining, fixed resolution), pad or anyres (SFT)
+    preset_overrides: dict = field(default_factory=dict)  # with `preset`: config sections to change, e.g. {resampler: {depth: 2}}
+
+
+@dataclass
+class DataSection:
+    source: str | list = ""  # a .json/.jsonl/.parquet file, WebDataset shards (brace pattern or list) or a mixture .yaml
+    seed: int = 42  # stream seed (a mixture file's own seed wins)
+    num_workers: int = 0  # DataLoader worker processes per rank (0: in the training process)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)  # length policy and image convention
+    batch: BatchConfig = field(default_factory=BatchConfig)  # rows per micro-batch (per rank), packing, grouping
+    policy: SamplePolicy = field(default_factory=SamplePolicy)  # what to do with imperfect samples
+
+
+@dataclass
+class TrainableSection:
+    vision_encoder: bool = False  # the SigLIP tower; frozen in every stage of the recipe
+    vision_tokenizer: bool = True  # the Perceiver resampler (latents, layers, projection)
+    lang_model: bool = True  # the whole LLM (embeddings, layers, head); false with LoRA: only adapters train
+
+
+@dataclass
+class LoraSection:
+    enabled: bool = False  # add LoRA adapters (peft) to the LLM; required by the dpo stage
+    r: int = 8  # adapter rank
+    alpha: float = 16.0  # scaling numerator (scale = alpha / r)
+    dropout: float = 0.05  # dropout on the adapter input
+    target_modules: list = field(default_factory=lambda: ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"])  # LLM linears
+    merge_at_end: bool = True  # write RUN_DIR/final as a plain model with the adapters merged in
+
+
+@dataclass
+class OptimSection:
+    lr: float = 2e-5  # peak learning rate (release SFT: 2e-5)
+    weight_decay: float = 0.0  # AdamW decoupled weight decay (release SFT: 0)
+    betas: list = field(default_factory=lambda: [0.9, 0.999])  # AdamW betas
+    eps: float = 1e-8  # AdamW epsilon
+    no_decay: list = field(default_factory=lambda: ["norm", "bias", "latents", "embedding", "lora"])  # exempt kinds
+    grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
+    grad_accum: int = 1  # micro-batches per optimiser step (per rank)
+
+
+@dataclass
+class ScheduleSection:
+    max_steps: int = 100  # optimiser steps of the stage (the cosine ends here)
+    warmup_steps: int = 0  # linear warmup from lr/warmup_steps to lr (release SFT: 2000)
+    kind: str = "cosine"  # cosine (to min_lr_ratio * lr at max_steps) or constant (after warmup)
+    min_lr_ratio: float = 0.0  # final learning rate as a fraction of lr
+    epochs: int | None = None  # also stop at the end of this many passes over the data (None: only max_steps)
+
+
+@dataclass
+class DPOSection:
+    beta: float = 0.1  # strength of the KL anchor to the reference (the policy with adapters disabled)
+    label_smoothing: float = 0.0  # conservative DPO: assumed rate of flipped preference labels
+
+
+@dataclass
+class RuntimeSection:
+    device: str = "auto"  # auto (cuda when present), cpu or cuda
+    precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU), fp32 or bf16
+    strategy: str = "auto"  # auto (ddp when launched by torchrun with >1 process), single, ddp or fsdp
+    fsdp_reshard_after_forward: bool = True  # FSDP2: free gathered layers after forward (ZeRO-3); false: ZeRO-2
+    find_unused_parameters: bool = True  # DDP: needed when a batch has no images (the resampler gets no gradient)
+    activation_checkpointing: bool = False  # recompute LLM layers and resampler attention in backward (non-reentrant)
+    threads: int = 0  # torch intra-op threads (0: torch's default)
+    deterministic: bool = True  # torch deterministic algorithms (CPU runs are bitwise repeatable)
+
+
+@dataclass
+class CheckpointSection:
+    every_steps: int = 500  # save a resumable checkpoint every this many steps (0: only at the end)
+    keep_last: int = 3  # checkpoints kept in RUN_DIR/checkpoints (older ones are deleted)
+    resume: str = "auto"  # auto: continue from the latest checkpoint in RUN_DIR if any; never; must (fail if none)
+    save_final: bool = True  # write RUN_DIR/final (a from_pretrained directory with the processor files)
+
+
+@dataclass
+class LoggingSection:
+    every_steps: int = 1  # metrics written every this many steps (JSONL always, TensorBoard if on)
+    tensorboard: bool = True  # event files in RUN_DIR/tensorboard
+    progress: bool = True  # tqdm bar on rank 0
+    plot: bool = True  # RUN_DIR/curves.png (loss and learning rate) at the end
+    peak_tflops: float = 0.0  # per-device peak for MFU (0: a table for known GPUs, an AVX2 estimate on CPU)
+
+
+@dataclass
+class TrainConfig:
+    stage: str = "sft"  # pretrain, sft, dpo or safety
+    run_dir: str = "runs/sft"  # checkpoints, metrics, curves, config.yaml and final/ go here
+    seed: int = 0  # model init, dropout and every other random draw of the trainer
+    nan_policy: str = "stop"  # on a NaN/inf loss or gradient: stop (save a checkpoint, then fail) or skip the step
+    model: ModelSection = field(default_factory=ModelSection)  # where the weights come from
+    data: DataSection = field(default_factory=DataSection)  # what the stage reads
+    trainable: TrainableSection = field(default_factory=TrainableSection)  # which parts learn
+    lora: LoraSection = field(default_factory=LoraSection)  # adapters on the LLM
+    optim: OptimSection = field(default_factory=OptimSection)  # AdamW, clipping, accumulation
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)  # steps, warmup, cosine
+    dpo: DPOSection = field(default_factory=DPOSection)  # dpo stage only
+    runtime: RuntimeSection = field(default_factory=RuntimeSection)  # device, precision, distribution
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)  # saving and resuming
+    logging: LoggingSection = field(default_factory=LoggingSection)  # what a researcher watches
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+    @property
+    def uses_lora(self) -> bool:
+        return self.lora.enabled
+
+
+class ConfigError(ValueError):
+    """Every problem of a config, one per line, each under its dotted name."""
+
+    def __init__(self, problems: list[str], source: str = "config"):
+        self.problems = problems
+        super().__init__(f"{source}: {len(problems)} problem(s)\n  " + "\n  ".join(problems))
+
+
+# ---- building dataclasses from plain data, collecting every problem -----------------------
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _convert(value: Any, tp, where: str, problems: list[str]) -> Any:
+    """`value` as type `tp`, or the value unchanged with a problem recorded."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:  # the first alternative that accepts the value without a problem
+            trial: list[str] = []
+            out = _convert(value, a, where, trial)
+            if not trial:
+                return out
+        problems.append(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            problems.append(f"{where}: expected a mapping, got {value!r}")
+            return tp()
+        return _build(tp, value, where, problems)
+    if tp is type(None):
+        if value is not None:
+            problems.append(f"{where}: expected null, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{where}: expected a number, got {value!r}")
+            return value
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            problems.append(f"{where}: expected a string, got {value!r}")
+        return value
+    if tp is list or origin is list:
+        if not isinstance(value, list):
+            problems.append(f"{where}: expected a list, got {value!r}")
+        return value
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{where}: expected a mapping, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls, data: dict, where: str, problems: list[str]):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            problems.append(f"{path}: unknown key" + (f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(names)}"))
+            continue
+        kwargs[key] = _convert(value, hints[key], path, problems)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        problems.append(f"{where or 'config'}: {e}")
+        return cls()
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (["a", "b", "c"], value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError([f"override {text!r}: expected key.sub=value"])
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                node[k] = {}
+            node = node[k]
+        node[keys[-1]] = value
+    return data
+
+
+def config_from_dict(data: dict, source: str = "config", check_paths: bool = True,
+                     base_dir: str | Path | None = None) -> TrainConfig:
+    """Build and validate; raises ConfigError listing every problem (types first; once the
+    types are right, values and paths together)."""
+    if not isinstance(data, dict):
+        raise ConfigError([f"expected a mapping at the top, got {type(data).__name__}"], source)
+    problems: list[str] = []
+    cfg = _build(TrainConfig, data, "", problems)
+    if not problems:
+        if base_dir is not None:
+            _rebase(cfg, Path(base_dir))
+        problems += validate(cfg, check_paths)
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (), check_paths: bool = True,
+                base_dir: str | Path | None = None) -> TrainConfig:
+    """The config of a YAML file (or the defaults when `path` is None) with `key.sub=value`
+    overrides applied, validated. Relative paths are taken from the current directory (as a
+    user types them), unless `base_dir` is given."""
+    data: dict = {}
+    source = "config"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such config file")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError([f"not valid YAML ({e})"], source) from e
+    data = apply_overrides(data, list(overrides))
+    return config_from_dict(data, source, check_paths, base_dir)
+
+
+def _rebase(cfg: TrainConfig, base: Path) -> None:
+    def rel(p):
+        if p is None or p == "" or "://" in str(p) or Path(p).is_absolute():
+            return p
+        return str(base / p)
+
+    cfg.model.tokenizer = rel(cfg.model.tokenizer)
+    cfg.model.checkpoint = rel(cfg.model.checkpoint)
+    cfg.data.source = [rel(s) for s in cfg.data.source] if isinstance(cfg.data.source, list) else rel(cfg.data.source)
+    cfg.run_dir = rel(cfg.run_dir)
+
+
+def _choice(problems: list[str], where: str, value, choices) -> None:
+    if value not in choices:
+        problems.append(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def validate(cfg: TrainConfig, check_paths: bool = True) -> list[str]:
+    """Value and cross-field checks (types are checked while building)."""
+    p: list[str] = []
+    _choice(p, "stage", cfg.stage, STAGES)
+    _choice(p, "nan_policy", cfg.nan_policy, ("stop", "skip"))
+    m = cfg.model
+    if bool(m.preset) == bool(m.checkpoint):
+        p.append("model: give exactly one of model.preset (a fresh model) or model.checkpoint (a model directory)")
+    if m.preset:
+        from ..model.presets import PRESETS
+
+        _choice(p, "model.preset", m.preset, sorted(PRESETS))
+    if m.tokenizer and not m.preset:
+        p.append("model.tokenizer: only with model.preset (a checkpoint carries its own tokenizer)")
+    if m.image_mode is not None:
+        _choice(p, "model.image_mode", m.image_mode, ("squash", "pad", "anyres"))
+    if not cfg.data.source:
+        p.append("data.source: required (a data file, shards or a mixture .yaml)")
+    if cfg.data.num_workers < 0:
+        p.append("data.num_workers: must be >= 0")
+    _choice(p, "data.encode.truncation", cfg.data.encode.truncation, ("truncate", "drop"))
+    _choice(p, "data.encode.convention", cfg.data.encode.convention, ("auto", "instruct", "base"))
+    if cfg.data.batch.batch_size < 1:
+        p.append("data.batch.batch_size: must be >= 1")
+    if cfg.stage == "dpo" and cfg.data.batch.packing:
+        p.append("data.batch.packing: not available for dpo (pairs are kept together in padded rows)")
+    if cfg.lora.enabled and cfg.trainable.lang_model:
+        p.append("trainable.lang_model: must be false with lora.enabled (LoRA trains adapters on the frozen LLM)")
+    if cfg.stage == "dpo" and not cfg.lora.enabled:
+        p.append("lora.enabled: the dpo stage needs LoRA (its reference model is the policy with the adapters disabled)")
+    if cfg.lora.enabled:
+        if cfg.lora.r < 1:
+            p.append("lora.r: must be >= 1")
+        if not cfg.lora.target_modules:
+            p.append("lora.target_modules: name at least one LLM module (e.g. qkv_proj)")
+        if not 0 <= cfg.lora.dropout < 1:
+            p.append("lora.dropout: must be in [0, 1)")
+    if not (cfg.trainable.vision_encoder or cfg.trainable.vision_tokenizer or cfg.trainable.lang_model or cfg.lora.enabled):
+        p.append("trainable: nothing would train (enable a part or lora)")
+    o = cfg.optim
+    if o.lr <= 0:
+        p.append("optim.lr: must be > 0")
+    if o.weight_decay < 0:
+        p.append("optim.weight_decay: must be >= 0")
+    if len(o.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in o.betas):
+        p.append(f"optim.betas: expected two numbers in [0, 1), got {o.betas!r}")
+    for k in o.no_decay:
+        if k not in NO_DECAY_KINDS:
+            p.append(f"optim.no_decay: {k!r} is not one of {', '.join(NO_DECAY_KINDS)}")
+    if o.grad_clip < 0:
+        p.append("optim.grad_clip: must be >= 0")
+    if o.grad_accum < 1:
+        p.append("optim.grad_accum: must be >= 1")
+    s = cfg.schedule
+    if s.max_steps < 1:
+        p.append("schedule.max_steps: must be >= 1")
+    if s.warmup_steps < 0 or s.warmup_steps > s.max_steps:
+        p.append("schedule.warmup_steps: must be between 0 and schedule.max_steps")
+    _choice(p, "schedule.kind", s.kind, ("cosine", "constant"))
+    if not 0 <= s.min_lr_ratio <= 1:
+        p.append("schedule.min_lr_ratio: must be in [0, 1]")
+    if s.epochs is not None and s.epochs < 1:
+        p.append("schedule.epochs: must be >= 1 or null")
+    if cfg.dpo.beta <= 0:
+        p.append("dpo.beta: must be > 0")
+    if not 0 <= cfg.dpo.label_smoothing < 0.5:
+        p.append("dpo.label_smoothing: must be in [0, 0.5)")
+    r = cfg.runtime
+    _choice(p, "runtime.device", r.device, ("auto", "cpu", "cuda"))
+    _choice(p, "runtime.precision", r.precision, ("auto", "fp32", "bf16"))
+    _choice(p, "runtime.strategy", r.strategy, ("auto", "single", "ddp", "fsdp"))
+    if r.threads < 0:
+        p.append("runtime.threads: must be >= 0")
+    c = cfg.checkpoint
+    if c.every_steps < 0:
+        p.append("checkpoint.every_steps: must be >= 0")
+    if c.keep_last < 1:
+        p.append("checkpoint.keep_last: must be >= 1")
+    _choice(p, "checkpoint.resume", c.resume, ("auto", "never", "must"))
+    if cfg.logging.every_steps < 1:
+        p.append("logging.every_steps: must be >= 1")
+    if cfg.logging.peak_tflops < 0:
+        p.append("logging.peak_tflops: must be >= 0")
+    if check_paths:
+        p += missing_paths(cfg)
+    return p
+
+
+def missing_paths(cfg: TrainConfig) -> list[str]:
+    out = []
+    if cfg.model.tokenizer and not Path(cfg.model.tokenizer).is_dir():
+        out.append(f"model.tokenizer: {cfg.model.tokenizer}: no such directory")
+    ck = cfg.model.checkpoint
+    if ck and not Path(ck).is_dir() and not (str(ck).count("/") == 1 and not str(ck).startswith((".", "/"))):
+        out.append(f"model.checkpoint: {ck}: no such model directory")
+    elif ck and Path(ck).is_dir() and not (Path(ck) / "config.json").is_file():
+        out.append(f"model.checkpoint: {ck}: not a model directory (no config.json)")
+    for src in cfg.data.source if isinstance(cfg.data.source, list) else [cfg.data.source]:
+        s = str(src)
+        if not s or "://" in s or s.startswith("pipe:"):
+            continue
+        if "{" in s:  # a brace pattern: check its first shard
+            import braceexpand
+
+            s = next(iter(braceexpand.braceexpand(s)))
+        if not os.path.exists(s):
+            out.append(f"data.source: {src}: no such file")
+    return out
+
+
+def describe() -> str:
+    """Every field with its default and comment, for `xgenmm train --describe`."""
+    import inspect
+
+    lines: list[str] = []
+
+    def walk(cls, indent: str) -> None:
+        src = inspect.getsource(cls).splitlines()
+        comments = {}
+        for line in src:
+            s = line.strip()
+            if ":" in s and "#" in s and not s.startswith(("#", '"')):
+                comments[s.split(":", 1)[0].strip()] = s.split("#", 1)[1].strip()
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                lines.append(f"{indent}{f.name}:  # {comments.get(f.name, '')}")
+                walk(tp, indent + "  ")
+            else:
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+                lines.append(f"{indent}{f.name}: {yaml.safe_dump(default, default_flow_style=True).strip().removesuffix('...').strip()}"
+                             f"  # {comments.get(f.name, '')}")
+
+    walk(TrainConfig, "")
+    return "\n".join(lines)
