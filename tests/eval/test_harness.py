@@ -104,3 +104,21 @@ def test_few_shot_without_a_train_split_is_an_error(tmp_path, squash_model):
 def test_data_folder_is_found_under_a_world_root(tmp_path):
     write_world_vqa(tmp_path / "eval" / "world_vqa", 1)
     assert resolve_folder(tmp_path, "world_vqa") == tmp_path / "eval" / "world_vqa"
+
+
+def test_batched_generation_matches_one_sample_at_a_time(world, squash_model, tmp_path):
+    model, proc = squash_model
+    for bs in (1, 4):
+        evaluate(model, proc, "world_vqa", world, batch_size=bs, out_dir=tmp_path / f"bs{bs}", max_new_tokens=3, progress=False)
+    one, four = ([json.loads(line)["prediction"] for line in (tmp_path / f"bs{bs}" / "world_vqa" / "predictions.jsonl").read_text().splitlines()]
+                 for bs in (1, 4))
+    assert one == four
+
+
+def test_instruct_prompt_is_the_chat_template_with_one_image_tag_per_image(world, squash_model):
+    _, proc = squash_model
+    task = get_task("world_vqa")
+    sample = task.read(resolve_folder(world, task.folder))[0]
+    text, images = _prompt(task, proc, sample, ["im"], None, None)
+    assert images == ["im"]
+    assert text.endswith("<|user|>\n<image>\nWhat colour is the image?<|end|>\n<|assistant|>\n")

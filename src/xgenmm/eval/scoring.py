@@ -52,7 +52,13 @@ def score_sample(task: Task, sample: Sample, prediction: str, choice: str | None
     rec: dict = {"id": sample.id, "prediction": prediction}
     if task.breakdown and task.breakdown in sample.meta:
         rec["group"] = str(sample.meta[task.breakdown])
-    if kind in ("vqa", "anls"):
+    if kind == "vqa" and sample.meta.get("question_type") in task.box_question_types:
+        ans = short_answer(prediction)
+        box, ref = parse_box(ans), parse_box(sample.answers[0])
+        rec["answer"] = ans
+        rec["unparseable"] = box is None
+        rec["score"] = float(box is not None and ref is not None and box_iou(box, ref) >= 0.5)
+    elif kind in ("vqa", "anls"):
         ans = short_answer(prediction)
         rec["answer"] = ans
         rec["score"] = vqa_accuracy(ans, sample.answers) if kind == "vqa" else anls(ans, sample.answers)

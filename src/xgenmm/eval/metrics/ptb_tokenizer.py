@@ -106,8 +106,10 @@ def _norm_apos(tok: str) -> list[str]:
     return [tok.replace("\u2019", "'").replace("\u0092", "'").replace("&apos;", "'")]
 
 
-def _split_at(n: int) -> Callable[[str], list[str]]:
-    return lambda tok: [tok[:n], tok[n:]]
+def _split_tis(tok: str) -> list[str]:
+    """"'tis" -> "'t" "is", "'twas" -> "'t" "was"."""
+    cut = len(tok) - (3 if tok.lower().endswith("was") else 2)
+    return _norm_apos(tok[:cut]) + [tok[cut:]]
 
 
 # Quote characters in Latex style; the low and reversed double quotes pass unchanged.
@@ -132,7 +134,7 @@ _RULES: list[Rule] = [
     (_c("&amp;"), lambda t: ["&"]),
     (_c(r"&(?:HT|TL|UR|LR|QC|QL|QR|odq|cdq|#[0-9]+);"), None),
     (_c(r"(?:cannot|gonna|gotta|lemme|gimme|wanna)(?![^\W\d_])"), lambda t: [t[:3], t[3:]]),
-    (_c(f"{_APOS}t(?:is|was)(?![^\\W\\d_])"), lambda t: _norm_apos(t[:-2] if t.lower().endswith("is") and not t.lower().endswith("was") else t[:-3]) + [t[-2:] if not t.lower().endswith("was") else t[-3:]]),
+    (_c(f"{_APOS}t(?:is|was)(?![^\\W\\d_])"), _split_tis),
     # a word before n't ("do|n't"), then the word before 's 'm 'd 're 've 'll
     (_c(f"(?P<t>[A-Za-z\u00ad]*[A-MO-Za-mo-z]\u00ad*)n{_APOSETC}t"), None),
     (_c(f"(?P<t>{_WORD}){_APOS}(?:[msdMSD]|re|ve|ll)"), None),

@@ -49,6 +49,7 @@ class Task:
     mc_scoring: str = "generate"  # multiple choice: "generate" (read the letter) or "likelihood"
     breakdown: str | None = None  # a meta key for per-group scores (question_type, category)
     refusal: str | None = None  # safety: the refusal sentence the model was taught
+    box_question_types: tuple[str, ...] = ()  # VQA question types whose answer is a box: scored by IoU >= 0.5
 
     @property
     def few_shot(self) -> bool:

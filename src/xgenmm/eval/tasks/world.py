@@ -15,7 +15,10 @@ WORLD = [
          "questions.json {questions: [{image_id, question, question_id}]} + annotations.json {annotations: "
          "[{question_id, image_id, question_type, answers: [{answer, answer_id}] x10, multiple_choice_answer}]}; images/{image_id}.png",
          partial(F.read_vqa_pair, questions=["questions.json"], annotations=["annotations.json"], image_path=lambda i: f"images/{i}.png"),
-         P.verbatim, P.base_vqa, P.majority_answer, max_new_tokens=24, breakdown="question_type"),
+         P.verbatim, P.base_vqa, P.majority_answer, max_new_tokens=24, breakdown="question_type",
+         # "locating" answers are "<bbox>x1, y1, x2, y2</bbox>" texts: the VQA normalisation
+         # would mangle the prediction but not the ten identical references, so never match
+         box_question_types=("locating",)),
     Task("world_caption", "caption", "world_caption",
          "captions.json (COCO format {images: [{id, file_name}], annotations: [{id, image_id, caption}]}); file_name relative to the folder",
          partial(F.read_coco_captions, names=["captions.json"]),
