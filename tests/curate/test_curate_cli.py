@@ -45,3 +45,17 @@ def test_curate_with_a_missing_input_exits_with_a_one_line_error(tmp_path, capsy
     code = main(["curate", "grounding", "-i", str(tmp_path / "missing"), "-o", str(tmp_path / "out"), "--detector", "known"])
     assert code == 1
     assert "curation input not found" in capsys.readouterr().err
+
+
+def test_caption_shards_are_read_by_the_data_loader(tmp_path, scenes, capsys):
+    from xgenmm.curate.tiny_models import tiny_tokenizer
+
+    src = write_folder(tmp_path / "in", scenes)
+    assert main(["curate", "grounding", "-i", str(src), "-o", str(tmp_path / "out"), "--detector", "known",
+                 "--workers", "1"]) == 0
+    tiny_tokenizer().save_pretrained(tmp_path / "tok")
+    capsys.readouterr()
+    code = main(["data", "check", str(tmp_path / "out" / "wds" / "in-00000.tar"), "--tokenizer", str(tmp_path / "tok"),
+                 "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["samples"] == 3 and report["ok"] == 3
