@@ -1,0 +1,105 @@
+"""DPO pieces: the sigmoid loss and its reference (the policy with adapters off), the LoRA
+merge, and the second round's pairs made from answers on noised images."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from trainhelpers import tiny_config
+
+from xgenmm.train import run_stage
+from xgenmm.train.config import LoraSection, TrainableSection
+from xgenmm.train.lora import merge_lora_state
+from xgenmm.train.losses import dpo_loss, sequence_logps
+from xgenmm.train.noise_pairs import NoisePairsConfig, alpha_bar, build_noised_pairs, noise_pixels
+from xgenmm.train.trainable import apply_trainable
+
+
+def _pair_batch(proc, ids_a: str, ids_b: str) -> dict:
+    from xgenmm.data.collate import pair_batch
+    from xgenmm.data.encode import Encoder
+    from xgenmm.data.samples import PreferenceSample, Turn
+
+    enc = Encoder(proc).encode(PreferenceSample("p0", [Turn("user", "what colour is the circle?")], [], ids_a, ids_b))
+    return pair_batch([enc], proc.pad_token_id)
+
+
+def test_dpo_loss_uses_the_policy_with_adapters_off_as_reference(tiny_model, tiny_processor):
+    lora = LoraSection(enabled=True, r=4, alpha=8.0, dropout=0.0, target_modules=["qkv_proj", "o_proj"])
+    model = apply_trainable(tiny_model, TrainableSection(vision_tokenizer=False, lang_model=False), lora)
+    batch = _pair_batch(tiny_processor, "yes", "no")
+    out = dpo_loss(model, batch, beta=0.5, reference_context=model.lang_model.disable_adapter)
+    assert out.loss_sum.item() == pytest.approx(torch.log(torch.tensor(2.0)).item(), abs=1e-6)  # B = 0 at init
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    policy, _ = sequence_logps(model, batch)
+    with model.lang_model.disable_adapter():
+        reference, _ = sequence_logps(model, batch)
+    out = dpo_loss(model, batch, beta=0.5, reference_context=model.lang_model.disable_adapter)
+    logit = 0.5 * ((policy[0] - reference[0]) - (policy[1] - reference[1]))
+    assert out.loss_sum.item() == pytest.approx(-torch.nn.functional.logsigmoid(logit).item(), rel=1e-5)
+    out.loss_sum.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if "lora_B" in n)
+
+
+def test_sequence_logps_sum_the_answer_tokens(tiny_model, tiny_processor):
+    batch = _pair_batch(tiny_processor, "yes", "the word is cat")
+    logps, _ = sequence_logps(tiny_model, batch)
+    for row in range(2):
+        one = {k: (v[row:row + 1] if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        out = tiny_model(**{k: one[k] for k in ("input_ids", "attention_mask", "labels")}, pixel_values=[], image_sizes=[])
+        assert logps[row].item() == pytest.approx(-(out.loss * out.num_supervised).item(), rel=1e-5)
+
+
+def test_merged_lora_state_equals_peft_merge_and_unload(tiny_model, tiny_config):
+    from xgenmm.model import XGenMM
+
+    lora = LoraSection(enabled=True, r=4, alpha=8.0, target_modules=["qkv_proj", "gate_up_proj"])
+    model = apply_trainable(tiny_model, TrainableSection(lang_model=False), lora)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    merged = merge_lora_state(model.state_dict(), lora.alpha / lora.r)
+    model.lang_model = model.lang_model.merge_and_unload()
+    expected = model.state_dict()
+    assert merged.keys() == expected.keys()
+    for k in expected:
+        torch.testing.assert_close(merged[k], expected[k], rtol=1e-5, atol=1e-6)
+    XGenMM(tiny_config).load_state_dict(merged, strict=True)
+
+
+def test_noising_follows_the_diffusion_forward_process():
+    assert alpha_bar(0) == 1.0 and alpha_bar(1000) < 1e-4
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(noise_pixels(x, 0, g), x)
+    heavy = noise_pixels(x, 1000, torch.Generator().manual_seed(0))
+    assert abs(float(heavy.std()) - 1.0) < 0.2 and float(torch.corrcoef(torch.stack([heavy.flatten(), x.flatten()]))[0, 1]) < 0.2
+
+
+def test_noised_pairs_keep_prompt_and_chosen_and_load_as_preference_data(world, tmp_path):
+    from xgenmm.data.parse import parse_record
+    from xgenmm.data.samples import PreferenceSample
+    from xgenmm.data.sources import JsonlSource, SourceConfig
+
+    sft = run_stage(tiny_config(world, tmp_path / "sft", "sft", steps=1))
+    out = tmp_path / "round2.jsonl"
+    counts = build_noised_pairs(NoisePairsConfig(model=str(sft), source=str(world / "dpo" / "pairs.jsonl"), out=str(out),
+                                                 noise_step=800, max_new_tokens=6, batch_size=4, limit=6,
+                                                 keep_identical=True))
+    assert counts["read"] == 6 and counts["written"] + counts["skipped"] == 6 and counts["written"] > 0
+    originals = {json.loads(line)["id"]: json.loads(line) for line in (world / "dpo" / "pairs.jsonl").read_text().splitlines()}
+    src = JsonlSource(SourceConfig(path=str(out)))
+    for i in range(len(src)):
+        item = src.item(i)
+        rec = item.record()
+        sample = parse_record(rec, item.id, item.resolve)
+        assert isinstance(sample, PreferenceSample)
+        original = originals[rec["id"].removesuffix(":noised")]
+        assert sample.chosen == original["chosen"] and sample.prompt[-1].text == original["prompt"]
+        sample.images[0].load()

@@ -1,0 +1,90 @@
+"""The training step: gradient accumulation, non-finite losses, the first-step check, and
+the trainable parts / optimiser groups it is built from."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from trainhelpers import losses, tiny_config
+
+from xgenmm.train import run_stage
+from xgenmm.train.config import OptimSection, ScheduleSection
+from xgenmm.train.loop import Hooks, TrainingDiverged
+from xgenmm.train.optim import lr_factor, param_groups
+from xgenmm.train.trainable import apply_trainable, fingerprint, manifest, verify_first_step
+
+
+def test_grad_accumulation_matches_one_big_batch(world, tmp_path):
+    run_stage(tiny_config(world, tmp_path / "big", "sft", 2, **{"data.batch.batch_size": 4}))
+    run_stage(tiny_config(world, tmp_path / "accum", "sft", 2, **{"data.batch.batch_size": 2, "optim.grad_accum": 2}))
+    big, accum = losses(tmp_path / "big"), losses(tmp_path / "accum")
+    assert big == pytest.approx(accum, rel=1e-5)
+
+
+def _poison(step_to_poison: int):
+    def on_batch(step: int, batch: dict) -> None:
+        if step == step_to_poison - 1:  # hooks see the 0-based step being computed
+            batch["pixel_values"] = [torch.full_like(p, float("nan")) for p in batch["pixel_values"]]
+    return on_batch
+
+
+def test_nan_loss_stops_with_a_checkpoint_and_a_message(world, tmp_path):
+    cfg = tiny_config(world, tmp_path / "run", "sft", 4)
+    with pytest.raises(TrainingDiverged, match="non-finite loss at step 2") as e:
+        run_stage(cfg, Hooks(on_batch=_poison(2)))
+    assert "checkpoint" in str(e.value)
+    assert (tmp_path / "run" / "checkpoints" / "step-00000001" / "model.safetensors").exists()
+
+
+def test_nan_loss_is_skipped_when_configured(world, tmp_path):
+    cfg = tiny_config(world, tmp_path / "run", "sft", 3, nan_policy="skip")
+    run_stage(cfg, Hooks(on_batch=_poison(2)))
+    got = losses(tmp_path / "run")
+    assert sorted(got) == [1, 3] and all(math.isfinite(v) for v in got.values())
+
+
+def test_first_step_check_catches_a_frozen_weight_that_moved(tiny_model):
+    from xgenmm.train.config import LoraSection, TrainableSection
+
+    model = apply_trainable(tiny_model, TrainableSection(), LoraSection())
+    before = fingerprint(model)
+    with torch.no_grad():
+        model.vision_encoder.tower.post_layernorm.weight.add_(1.0)  # frozen by default
+    with pytest.raises(RuntimeError, match="frozen weights moved.*post_layernorm"):
+        verify_first_step(model, before, had_grad=set())
+
+
+def test_lora_trains_only_adapters_on_the_named_llm_modules(tiny_model):
+    from xgenmm.train.config import LoraSection, TrainableSection
+
+    lora = LoraSection(enabled=True, r=4, alpha=8.0, target_modules=["qkv_proj", "down_proj"])
+    model = apply_trainable(tiny_model, TrainableSection(vision_tokenizer=False, lang_model=False), lora)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n and ("qkv_proj" in n or "down_proj" in n) for n in trainable)
+    m = manifest(model)
+    assert m["trainable"] == m["modules"]["lang_model.lora"]["trainable"]
+    with pytest.raises(ValueError, match="not linear layers of the LLM"):
+        apply_trainable(tiny_model, TrainableSection(lang_model=False), LoraSection(enabled=True, target_modules=["q_proj"]))
+
+
+def test_weight_decay_skips_norms_biases_latents_and_embeddings(tiny_model):
+    groups = param_groups(tiny_model, OptimSection(weight_decay=0.1))
+    decay = {n for g in groups if g["weight_decay"] > 0 for n in g["names"]}
+    no_decay = {n for g in groups if g["weight_decay"] == 0 for n in g["names"]}
+    assert "vision_tokenizer.latents" in no_decay
+    assert "lang_model.model.embed_tokens.weight" in no_decay
+    assert "lang_model.model.norm.weight" in no_decay and "vision_tokenizer.norm.bias" in no_decay
+    assert "lang_model.lm_head.bias" in no_decay
+    assert "lang_model.model.layers.0.self_attn.qkv_proj.weight" in decay
+    assert "vision_tokenizer.layers.0.1.1.weight" in decay
+    assert not any(n.startswith("vision_encoder") for n in decay | no_decay)  # frozen: not optimised
+
+
+def test_schedule_warms_up_linearly_then_follows_a_cosine():
+    s = ScheduleSection(max_steps=10, warmup_steps=2, kind="cosine", min_lr_ratio=0.1)
+    assert [lr_factor(i, s) for i in (0, 1)] == [0.5, 1.0]
+    assert lr_factor(2, s) == pytest.approx(1.0)
+    assert lr_factor(6, s) == pytest.approx(0.1 + 0.9 * 0.5)  # halfway through the cosine
+    assert lr_factor(10, s) == pytest.approx(0.1)
