@@ -83,9 +83,12 @@ def timed(fn, repeats: int, warmup: int = 2, sync=lambda: None) -> float:
     return statistics.median(times)
 
 
-def bench(preset: str, device: str, repeats: int) -> dict:
+def bench(preset: str, device: str, repeats: int, dtype: torch.dtype = torch.float32) -> dict:
     torch.manual_seed(0)
-    model = XGenMM(preset_config(preset)).to(device).eval()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with torch.device(device):
+        model = XGenMM(preset_config(preset)).to(dtype).eval()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     gen_batch, _ = build_batch(model, GEN_PROMPTS, "left", device=device)
     new = 32
@@ -118,10 +121,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--presets", default="tiny,small", help="comma-separated model presets")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    results = [bench(p, args.device, args.repeats) for p in ("tiny", "small")]
+    dtype = getattr(torch, args.dtype)
+    results = [bench(p, args.device, args.repeats, dtype) for p in args.presets.split(",")]
     mem = "peak GPU memory (GiB)" if args.device == "cuda" else "peak RSS (GiB)"
     rows = [[r["preset"], f"{r['params'] / 1e6:.2f}M", f"{r['gen_s']:.3f}", f"{r['new_tokens'] / r['gen_s']:.0f}",
              f"{r['prefill_s']:.3f}", f"{r['prompt_tokens'] / r['prefill_s']:.0f}", f"{r['decode_tok_s']:.0f}",
@@ -129,17 +135,17 @@ def main() -> None:
             for r in results]
     headers = ["preset", "params", "generate 4x32 (s)", "new tok/s", "prefill (s)", "prefill tok/s", "decode tok/s",
                "fwd+bwd 8 samples (s)", "fwd+bwd LM tok/s", "GFLOPs/sample (train)", mem]
-    small = results[1]
-    verdict = (f"Generation on the speed-baseline configuration and prompts: {small['gen_s']:.3f} s for 4x32 greedy "
+    small = next((r for r in results if r["preset"] == "small"), None)
+    verdict = "" if small is None else (f"Generation on the speed-baseline configuration and prompts: {small['gen_s']:.3f} s for 4x32 greedy "
                f"tokens vs the release's {RELEASE_GENERATE_S} s measured on a 2-core AVX2 machine "
                f"({RELEASE_GENERATE_S / small['gen_s']:.2f}x; target <= {TARGET_GENERATE_S} s). "
                f"Forward + backward of the 8-sample SFT batch (no optimiser step): {small['fb_s']:.3f} s "
                f"(the release's forward + backward: 3.76 s of its 3.99 s step).")
-    body = f"Machine: {machine()}; device {args.device}; median of {args.repeats} runs; random weights, eos ignored.\n\n" \
+    body = f"Machine: {machine()}; device {args.device}, {args.dtype}; median of {args.repeats} runs; random weights, eos ignored.\n\n" \
            f"{table(headers, rows)}\n\n{verdict}"
     print(body)
     if not args.no_write:
-        write_section(f"Model ({args.device})", body)
+        write_section(f"Model ({args.device}, {args.dtype})", body)
 
 
 if __name__ == "__main__":

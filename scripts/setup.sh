@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 TORCH_VERSION=2.13.0
 
+bash scripts/system-deps.sh  # Tesseract for OCR curation (only when missing; never fatal)
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 pip=(.venv/bin/python -m pip --disable-pip-version-check)
 stamp=.venv/.xgenmm-installed
