@@ -1,0 +1,61 @@
+"""Building models from config: presets, other vision towers and LLMs, the frozen tower."""
+
+import pytest
+import torch
+
+from xgenmm.model import XGenMM, XGenMMConfig
+from xgenmm.model.presets import preset_config
+
+
+def test_frozen_vision_tower_gets_no_gradient(tiny_model, tiny_processor):
+    from tests.conftest import make_image
+
+    tiny_model.train()
+    batch = tiny_processor(["<image>\nhi"], [[make_image(64, 64)]], padding_side="right")
+    labels = batch["input_ids"].clone()
+    out = tiny_model(**batch, labels=labels)
+    out.loss.backward()
+    assert all(p.grad is None for p in tiny_model.vision_encoder.parameters())
+    assert tiny_model.vision_tokenizer.latents.grad is not None
+    assert not tiny_model.vision_encoder.tower.training  # a frozen tower stays in eval mode
+
+
+def test_any_vision_tower_with_patch_tokens_works(tiny_config):
+    # A CLIP vision tower has a [CLS] token in front of its patch grid: it is dropped.
+    d = tiny_config.to_dict()
+    d["vision"] = {"model_type": "clip_vision_model", "hf_config": dict(hidden_size=64, intermediate_size=128,
+                   num_hidden_layers=1, num_attention_heads=2, image_size=64, patch_size=8)}
+    model = XGenMM(XGenMMConfig.from_dict(d)).eval()
+    tokens, counts = model.encode_images([torch.zeros(3, 3, 64, 64)], [(128, 64)])
+    assert counts == [3 * 16] and tokens.shape == (48, 128)
+
+
+def test_any_causal_lm_works(tiny_config):
+    d = tiny_config.to_dict()
+    d["text"] = dict(model_type="llama", hidden_size=128, intermediate_size=256, num_hidden_layers=1,
+                     num_attention_heads=4, num_key_value_heads=2, vocab_size=tiny_config.tokens.vocab_size)
+    model = XGenMM(XGenMMConfig.from_dict(d)).eval()
+    ids = torch.tensor([[5, tiny_config.tokens.image_token_id, 6]])
+    out = model(ids, torch.ones_like(ids), [torch.zeros(1, 3, 64, 64)], [(64, 64)])
+    assert out.logits.shape == (1, 2 + 16, tiny_config.tokens.vocab_size)
+
+
+def test_config_rejects_unknown_keys_and_mismatched_widths(tiny_config):
+    d = tiny_config.to_dict()
+    with pytest.raises(ValueError, match="unknown key"):
+        XGenMMConfig.from_dict({**d, "resampler": {**d["resampler"], "latent": 3}})
+    with pytest.raises(ValueError, match="resampler.out_dim"):
+        XGenMMConfig.from_dict({**d, "resampler": {**d["resampler"], "out_dim": 7}})
+    with pytest.raises(ValueError, match="unknown model preset"):
+        preset_config("huge")
+
+
+def test_config_round_trips_through_json(tiny_config, tmp_path):
+    tiny_config.save(tmp_path / "c.json")
+    assert XGenMMConfig.load(tmp_path / "c.json") == tiny_config
+
+
+def test_flops_per_sample_grow_with_crops_and_text(tiny_model):
+    a = tiny_model.flops_per_sample(100, 1)
+    assert tiny_model.flops_per_sample(100, 5) > a and tiny_model.flops_per_sample(200, 1) > a
+    assert tiny_model.flops_per_sample(100, 1, training=False) < a
