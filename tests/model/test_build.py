@@ -59,3 +59,22 @@ def test_flops_per_sample_grow_with_crops_and_text(tiny_model):
     a = tiny_model.flops_per_sample(100, 1)
     assert tiny_model.flops_per_sample(100, 5) > a and tiny_model.flops_per_sample(200, 1) > a
     assert tiny_model.flops_per_sample(100, 1, training=False) < a
+
+
+def test_an_image_shared_by_several_rows_is_encoded_once_with_the_same_result(tiny_model, tiny_processor):
+    from tests.conftest import make_image
+
+    demo, a, b = make_image(90, 60, 1), make_image(128, 128, 2), make_image(50, 80, 3)
+    shared = tiny_processor(["<image>x<image>y", "<image>x<image>z"], [[demo, a], [demo, b]])
+    assert shared["pixel_values"][0] is shared["pixel_values"][2]
+    calls = []
+    hook = tiny_model.vision_encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    with torch.no_grad():
+        out = tiny_model(**shared)
+    hook.remove()
+    assert calls == [3 + 5 + 3]  # demo (3 crops) once, a (5), b (3)
+    separate = {k: (list(v) if k == "pixel_values" else v) for k, v in shared.items()}
+    separate["pixel_values"][2] = separate["pixel_values"][2].clone()
+    with torch.no_grad():
+        ref = tiny_model(**separate)
+    assert torch.equal(out.logits, ref.logits)

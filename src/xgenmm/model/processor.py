@@ -69,12 +69,17 @@ class XGenMMProcessor:
             it = iter(images)
             per_sample = [[next(it) for _ in range(n)] for n in tags]
         pixel_values, image_sizes, rendered = [], [], []
+        # The same image object given twice (e.g. a few-shot demonstration shared by the rows of
+        # a batch) is processed once and gives the same tensor, which the model encodes once.
+        crops_of: dict[int, torch.Tensor] = {}
         for i, (t, ims) in enumerate(zip(texts, per_sample)):
             if t.count(IMAGE_TOKEN) != len(ims):
                 raise ValueError(f"sample {i}: {t.count(IMAGE_TOKEN)} {IMAGE_TOKEN} tags but {len(ims)} images")
             loaded = [load_image(im, name=f"sample {i} image {j}") for j, im in enumerate(ims)]
             for im in loaded:
-                pixel_values.append(self.image_processor.preprocess_one(im))
+                if id(im) not in crops_of:
+                    crops_of[id(im)] = self.image_processor.preprocess_one(im)
+                pixel_values.append(crops_of[id(im)])
                 image_sizes.append(tuple(im.size))
             if convention == "base" and IMAGE_PLACEHOLDER_TOKEN not in t:
                 parts = t.split(IMAGE_TOKEN)

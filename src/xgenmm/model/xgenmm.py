@@ -67,7 +67,18 @@ class XGenMM(nn.Module):
         crops_per_image = [int(p.shape[0]) for p in pixel_values]
         if any(n == 0 for n in crops_per_image):
             raise ValueError(f"image {crops_per_image.index(0)} has no crops")
-        features = self.vision_encoder(torch.cat(pixel_values))  # [N_crops, P, C]
+        # A tensor passed several times (a shared few-shot demonstration) is encoded once.
+        first_of: dict[int, int] = {}
+        unique = []
+        for p in pixel_values:
+            if id(p) not in first_of:
+                first_of[id(p)] = len(unique)
+                unique.append(p)
+        features = self.vision_encoder(torch.cat(unique))  # [N_unique_crops, P, C]
+        if len(unique) < len(pixel_values):
+            starts = torch.tensor([0] + [int(p.shape[0]) for p in unique]).cumsum(0)
+            rows = torch.cat([torch.arange(starts[first_of[id(p)]], starts[first_of[id(p)] + 1]) for p in pixel_values])
+            features = features[rows.to(features.device)]
         n_crops, p, c = features.shape
         side = self.crop_side
         if p != side * side:
