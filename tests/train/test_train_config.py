@@ -74,9 +74,35 @@ def test_resolved_config_round_trips_through_yaml():
     assert again == cfg and isinstance(again, TrainConfig)
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("**/*.yaml")), ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize("path", sorted([*(REPO / "configs").glob("*.yaml"), *(REPO / "configs" / "tiny").glob("*.yaml")]), ids=lambda p: str(p.relative_to(REPO)))
 def test_example_configs_are_valid(path):
     data = yaml.safe_load(path.read_text())
     if not isinstance(data, dict) or "stage" not in data:
         pytest.skip("not a stage config (a data mixture)")
     load_config(path, check_paths=False)
+
+
+def test_a_preset_model_takes_pretrained_vision_and_llm_weights(tmp_path, tiny_tokenizer):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, SiglipVisionConfig, SiglipVisionModel
+
+    from xgenmm.model.presets import preset_config
+    from xgenmm.train.build import build_model
+
+    tiny = preset_config("tiny", tokenizer=tiny_tokenizer)
+    tiny_tokenizer.save_pretrained(tmp_path / "tok")
+    torch.manual_seed(1)
+    vision = SiglipVisionModel(SiglipVisionConfig(**tiny.vision.hf_config))
+    vision.save_pretrained(tmp_path / "siglip")
+    text = {k: v for k, v in tiny.text.items() if k != "model_type"}
+    lm = AutoModelForCausalLM.from_config(AutoConfig.for_model("phi3", **{**text, "vocab_size": tiny.tokens.vocab_size + 40}))
+    lm.save_pretrained(tmp_path / "phi3")
+    cfg = load_config(None, ["model.preset=tiny", f"model.tokenizer={tmp_path / 'tok'}", f"data.source={tmp_path}",
+                             f"model.vision_init={tmp_path / 'siglip'}", f"model.lm_init={tmp_path / 'phi3'}"])
+    model, _ = build_model(cfg)
+    assert torch.equal(model.vision_encoder.tower.embeddings.patch_embedding.weight, vision.state_dict()[next(k for k in vision.state_dict() if k.endswith("patch_embedding.weight"))])
+    n = tiny.tokens.initial_tokenizer_len
+    emb = model.lang_model.get_input_embeddings().weight
+    assert torch.equal(emb[:n], lm.get_input_embeddings().weight[:n]) and emb.shape[0] == n + 3
+    assert torch.equal(model.lang_model.model.layers[0].mlp.down_proj.weight, lm.model.layers[0].mlp.down_proj.weight)
+    assert float(model.lang_model.get_output_embeddings().bias.abs().sum()) == 0.0

@@ -92,7 +92,7 @@ def test_noised_pairs_keep_prompt_and_chosen_and_load_as_preference_data(world, 
     counts = build_noised_pairs(NoisePairsConfig(model=str(sft), source=str(world / "dpo" / "pairs.jsonl"), out=str(out),
                                                  noise_step=800, max_new_tokens=6, batch_size=4, limit=6,
                                                  keep_identical=True))
-    assert counts["read"] == 6 and counts["written"] + counts["skipped"] == 6 and counts["written"] > 0
+    assert counts["read"] == 6 and counts["written"] + counts["empty"] == 6 and counts["written"] > 0
     originals = {json.loads(line)["id"]: json.loads(line) for line in (world / "dpo" / "pairs.jsonl").read_text().splitlines()}
     src = JsonlSource(SourceConfig(path=str(out)))
     for i in range(len(src)):

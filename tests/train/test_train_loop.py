@@ -88,3 +88,12 @@ def test_schedule_warms_up_linearly_then_follows_a_cosine():
     assert lr_factor(2, s) == pytest.approx(1.0)
     assert lr_factor(6, s) == pytest.approx(0.1 + 0.9 * 0.5)  # halfway through the cosine
     assert lr_factor(10, s) == pytest.approx(0.1)
+
+
+def test_activation_checkpointing_gives_the_same_losses(world, tmp_path):
+    run_stage(tiny_config(world, tmp_path / "plain", "sft", 2))
+    run_stage(tiny_config(world, tmp_path / "ckpt", "sft", 2, **{"runtime.activation_checkpointing": True}))
+    assert losses(tmp_path / "plain") == pytest.approx(losses(tmp_path / "ckpt"), rel=1e-5)
+    from xgenmm.model import XGenMM
+
+    XGenMM.from_pretrained(tmp_path / "ckpt" / "final")  # plain keys, no wrapper prefixes

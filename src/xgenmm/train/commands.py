@@ -108,5 +108,5 @@ def _noise_pairs(rest: list[str]) -> int:
     counts = build_noised_pairs(NoisePairsConfig(a.model, a.data, a.out, a.noise_step, a.max_new_tokens, a.batch_size,
                                                  a.seed, a.limit, a.keep_identical))
     print(f"{a.out}: {counts['written']} pairs ({counts['identical']} identical to the chosen answer dropped, "
-          f"{counts['skipped']} skipped, {counts['read']} read)")
+          f"{counts['empty']} empty answers dropped, {counts['skipped']} bad samples skipped, {counts['read']} read)")
     return 0

@@ -34,6 +34,8 @@ class ModelSection:
     checkpoint: str | None = None  # a model directory to start from (the previous stage's RUN_DIR/final)
     image_mode: str | None = None  # override the image mode: squash (pretraining, fixed resolution), pad or anyres (SFT)
     preset_overrides: dict = field(default_factory=dict)  # with `preset`: config sections to change, e.g. {resampler: {depth: 2}}
+    vision_init: str | None = None  # with `preset`: pretrained vision weights (a SigLIP dir or hub id), e.g. google/siglip-so400m-patch14-384
+    lm_init: str | None = None  # with `preset`: pretrained LLM weights (a causal-LM dir or hub id), e.g. microsoft/Phi-3-mini-4k-instruct
 
 
 @dataclass
@@ -299,12 +301,18 @@ def _rebase(cfg: TrainConfig, base: Path) -> None:
     def rel(p):
         if p is None or p == "" or "://" in str(p) or Path(p).is_absolute():
             return p
+        if _hub_id(p) and not (base / p).exists():
+            return p
         return str(base / p)
 
-    cfg.model.tokenizer = rel(cfg.model.tokenizer)
-    cfg.model.checkpoint = rel(cfg.model.checkpoint)
+    for name in ("tokenizer", "checkpoint", "vision_init", "lm_init"):
+        setattr(cfg.model, name, rel(getattr(cfg.model, name)))
     cfg.data.source = [rel(s) for s in cfg.data.source] if isinstance(cfg.data.source, list) else rel(cfg.data.source)
     cfg.run_dir = rel(cfg.run_dir)
+
+
+def _hub_id(p) -> bool:
+    return str(p).count("/") == 1 and not str(p).startswith((".", "/"))
 
 
 def _choice(problems: list[str], where: str, value, choices) -> None:
@@ -324,8 +332,9 @@ def validate(cfg: TrainConfig, check_paths: bool = True) -> list[str]:
         from ..model.presets import PRESETS
 
         _choice(p, "model.preset", m.preset, sorted(PRESETS))
-    if m.tokenizer and not m.preset:
-        p.append("model.tokenizer: only with model.preset (a checkpoint carries its own tokenizer)")
+    for name in ("tokenizer", "vision_init", "lm_init"):
+        if getattr(m, name) and not m.preset:
+            p.append(f"model.{name}: only with model.preset (a checkpoint carries its own)")
     if m.image_mode is not None:
         _choice(p, "model.image_mode", m.image_mode, ("squash", "pad", "anyres"))
     if not cfg.data.source:
@@ -368,8 +377,8 @@ def validate(cfg: TrainConfig, check_paths: bool = True) -> list[str]:
     s = cfg.schedule
     if s.max_steps < 1:
         p.append("schedule.max_steps: must be >= 1")
-    if s.warmup_steps < 0 or s.warmup_steps > s.max_steps:
-        p.append("schedule.warmup_steps: must be between 0 and schedule.max_steps")
+    if s.warmup_steps < 0:
+        p.append("schedule.warmup_steps: must be >= 0")
     _choice(p, "schedule.kind", s.kind, ("cosine", "constant"))
     if not 0 <= s.min_lr_ratio <= 1:
         p.append("schedule.min_lr_ratio: must be in [0, 1]")
@@ -404,11 +413,13 @@ def missing_paths(cfg: TrainConfig) -> list[str]:
     out = []
     if cfg.model.tokenizer and not Path(cfg.model.tokenizer).is_dir():
         out.append(f"model.tokenizer: {cfg.model.tokenizer}: no such directory")
-    ck = cfg.model.checkpoint
-    if ck and not Path(ck).is_dir() and not (str(ck).count("/") == 1 and not str(ck).startswith((".", "/"))):
-        out.append(f"model.checkpoint: {ck}: no such model directory")
-    elif ck and Path(ck).is_dir() and not (Path(ck) / "config.json").is_file():
-        out.append(f"model.checkpoint: {ck}: not a model directory (no config.json)")
+    for name in ("checkpoint", "vision_init", "lm_init"):
+        ck = getattr(cfg.model, name)
+        # A hub id (owner/name) is looked up when the model is built (HF cache or download).
+        if ck and not Path(ck).is_dir() and not _hub_id(ck):
+            out.append(f"model.{name}: {ck}: no such model directory")
+        elif ck and Path(ck).is_dir() and not (Path(ck) / "config.json").is_file():
+            out.append(f"model.{name}: {ck}: not a model directory (no config.json)")
     for src in cfg.data.source if isinstance(cfg.data.source, list) else [cfg.data.source]:
         s = str(src)
         if not s or "://" in s or s.startswith("pipe:"):

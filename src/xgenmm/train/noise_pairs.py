@@ -63,7 +63,8 @@ def _image_field(refs, sample_id: str, image_dir: Path) -> list[str]:
 
 
 def build_noised_pairs(cfg: NoisePairsConfig) -> dict:
-    """Write cfg.out; returns counts {read, written, identical, skipped}."""
+    """Write cfg.out; returns counts {read, written, identical, empty (no answer generated),
+    skipped (bad samples)}."""
     from ..data.errors import SampleError, SkipStats
     from ..data.parse import parse_record
     from ..data.samples import PreferenceSample
@@ -77,7 +78,7 @@ def build_noised_pairs(cfg: NoisePairsConfig) -> dict:
     out_path = Path(cfg.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
-    counts = {"read": 0, "written": 0, "identical": 0, "skipped": 0}
+    counts = {"read": 0, "written": 0, "identical": 0, "empty": 0, "skipped": 0}
     pending: list[tuple[int, PreferenceSample, list]] = []
 
     def flush(fh) -> None:
@@ -97,7 +98,7 @@ def build_noised_pairs(cfg: NoisePairsConfig) -> dict:
         answers = proc.batch_decode(new, skip_special_tokens=True)
         for (_, s, _), answer in zip(pending, answers):
             if not answer.strip():
-                counts["skipped"] += 1
+                counts["empty"] += 1
                 continue
             if answer.strip() == s.chosen.strip() and not cfg.keep_identical:
                 counts["identical"] += 1
