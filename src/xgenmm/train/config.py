@@ -9,19 +9,17 @@ for dpo) and the checks that go with it."""
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from ..data.collate import BatchConfig
 from ..data.encode import EncodeConfig
 from ..data.parse import SamplePolicy
+from .typed import ConfigError, apply_overrides, build_dataclass
+from .typed import describe as _describe
 
 STAGES = ("pretrain", "sft", "dpo", "safety")
 NO_DECAY_KINDS = ("norm", "bias", "latents", "embedding", "lora")
@@ -148,118 +146,6 @@ class TrainConfig:
         return self.lora.enabled
 
 
-class ConfigError(ValueError):
-    """Every problem of a config, one per line, each under its dotted name."""
-
-    def __init__(self, problems: list[str], source: str = "config"):
-        self.problems = problems
-        super().__init__(f"{source}: {len(problems)} problem(s)\n  " + "\n  ".join(problems))
-
-
-# ---- building dataclasses from plain data, collecting every problem -----------------------
-
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
-
-
-def _convert(value: Any, tp, where: str, problems: list[str]) -> Any:
-    """`value` as type `tp`, or the value unchanged with a problem recorded."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for a in args:  # the first alternative that accepts the value without a problem
-            trial: list[str] = []
-            out = _convert(value, a, where, trial)
-            if not trial:
-                return out
-        problems.append(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            problems.append(f"{where}: expected a mapping, got {value!r}")
-            return tp()
-        return _build(tp, value, where, problems)
-    if tp is type(None):
-        if value is not None:
-            problems.append(f"{where}: expected null, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            problems.append(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            problems.append(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            problems.append(f"{where}: expected a number, got {value!r}")
-            return value
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            problems.append(f"{where}: expected a string, got {value!r}")
-        return value
-    if tp is list or origin is list:
-        if not isinstance(value, list):
-            problems.append(f"{where}: expected a list, got {value!r}")
-        return value
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            problems.append(f"{where}: expected a mapping, got {value!r}")
-        return value
-    return value
-
-
-def _build(cls, data: dict, where: str, problems: list[str]):
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        path = f"{where}.{key}" if where else str(key)
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            problems.append(f"{path}: unknown key" + (f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(names)}"))
-            continue
-        kwargs[key] = _convert(value, hints[key], path, problems)
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        problems.append(f"{where or 'config'}: {e}")
-        return cls()
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`a.b.c=value` -> (["a", "b", "c"], value parsed as YAML)."""
-    if "=" not in text:
-        raise ConfigError([f"override {text!r}: expected key.sub=value"])
-    key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip().split("."), value
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    for text in overrides:
-        keys, value = parse_override(text)
-        node = data
-        for k in keys[:-1]:
-            if not isinstance(node.get(k), dict):
-                node[k] = {}
-            node = node[k]
-        node[keys[-1]] = value
-    return data
-
-
 def config_from_dict(data: dict, source: str = "config", check_paths: bool = True,
                      base_dir: str | Path | None = None) -> TrainConfig:
     """Build and validate; raises ConfigError listing every problem (types first; once the
@@ -267,7 +153,7 @@ def config_from_dict(data: dict, source: str = "config", check_paths: bool = Tru
     if not isinstance(data, dict):
         raise ConfigError([f"expected a mapping at the top, got {type(data).__name__}"], source)
     problems: list[str] = []
-    cfg = _build(TrainConfig, data, "", problems)
+    cfg = build_dataclass(TrainConfig, data, "", problems)
     if not problems:
         if base_dir is not None:
             _rebase(cfg, Path(base_dir))
@@ -434,28 +320,5 @@ def missing_paths(cfg: TrainConfig) -> list[str]:
 
 
 def describe() -> str:
-    """Every field with its default and comment, for `xgenmm train --describe`."""
-    import inspect
-
-    lines: list[str] = []
-
-    def walk(cls, indent: str) -> None:
-        src = inspect.getsource(cls).splitlines()
-        comments = {}
-        for line in src:
-            s = line.strip()
-            if ":" in s and "#" in s and not s.startswith(("#", '"')):
-                comments[s.split(":", 1)[0].strip()] = s.split("#", 1)[1].strip()
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            tp = hints[f.name]
-            if dataclasses.is_dataclass(tp):
-                lines.append(f"{indent}{f.name}:  # {comments.get(f.name, '')}")
-                walk(tp, indent + "  ")
-            else:
-                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-                lines.append(f"{indent}{f.name}: {yaml.safe_dump(default, default_flow_style=True).strip().removesuffix('...').strip()}"
-                             f"  # {comments.get(f.name, '')}")
-
-    walk(TrainConfig, "")
-    return "\n".join(lines)
+    """Every field of TrainConfig with its default and comment (`xgenmm train describe`)."""
+    return _describe(TrainConfig)

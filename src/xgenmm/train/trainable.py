@@ -128,7 +128,8 @@ def verify_first_step(model: nn.Module, before: dict, had_grad: set[str], reduce
     trainable = {n: p.requires_grad for n, p in model.named_parameters()}
     frozen_moved = [n for n, mv in zip(names, moved) if mv and not trainable[n]]
     stuck = [n for n, mv, g in zip(names, moved, got) if trainable[n] and g and not mv]
-    no_grad = [n for n, mv, g in zip(names, moved, got) if trainable[n] and not g and not mv]
+    # LoRA's A matrices get an all-zero gradient in step one (B starts at zero): expected.
+    no_grad = [n for n, mv, g in zip(names, moved, got) if trainable[n] and not g and not mv and "lora_A" not in n]
     problems = []
     if frozen_moved:
         problems.append(f"frozen weights moved in the first step: {frozen_moved[:8]}{' ...' if len(frozen_moved) > 8 else ''}")
@@ -139,5 +140,5 @@ def verify_first_step(model: nn.Module, before: dict, had_grad: set[str], reduce
     warnings = []
     if no_grad:
         warnings.append(f"{len(no_grad)} trainable tensors got no (or an all-zero) gradient in the first step "
-                        f"(e.g. {no_grad[0]}); expected for LoRA's A matrices and for parts a batch does not use")
+                        f"(e.g. {no_grad[0]}); fine if that batch had nothing for them (e.g. no images)")
     return warnings
