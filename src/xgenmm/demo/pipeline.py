@@ -1,0 +1,249 @@
+"""`run_demo`: the whole recipe on the synthetic world, one stage after another, with an
+evaluation on the held-out sets after each stage and a scorecard at the end.
+
+    world -> tokenizer -> vision tower (SigLIP sigmoid loss) -> pretraining -> single-image SFT
+    -> multi-image SFT -> DPO (LoRA) -> safety tuning (LoRA)
+
+Every training stage after the vision tower runs through the trainer (`run_stage`) from a
+config in configs/demo/; the resolved config is kept as RUN/configs/STAGE.yaml, so
+`xgenmm train RUN/configs/sft_single.yaml` reruns that stage by hand."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..model import XGenMM
+from ..model.image_processing import XGenMMImageProcessor
+from ..model.processor import XGenMMProcessor
+from .assemble import caption_images, initial_model, save_initial
+from .evaluation import PREFERENCE_STAGES, evaluate_stage, preference_accuracy, read_pairs
+from .presets import STAGES, DemoPreset, get_preset, model_overrides
+from .scorecard import Scorecard, plot_losses, read_trainer_losses, write_scorecard
+from .vision_pretrain import build_siglip, copy_vision_tower, pretrain_vision
+
+log = logging.getLogger("xgenmm.demo")
+
+TRAINER_STAGES = ("pretrain", "sft_single", "sft_multi", "dpo", "safety")
+TITLES = {
+    "world": "generate the synthetic world",
+    "tokenizer": "train the world's tokenizer",
+    "vision": "pretrain the vision tower (SigLIP sigmoid loss), copy it into the model, freeze it",
+    "pretrain": "pretraining: captions + interleaved documents (base convention)",
+    "sft_single": "single-image instruction tuning",
+    "sft_multi": "multi-image instruction tuning",
+    "dpo": "DPO with LoRA",
+    "safety": "safety tuning with LoRA",
+}
+VISION_HELD_OUT = 200  # caption images kept out of vision pretraining to measure it
+
+
+def config_dir() -> Path:
+    """configs/demo/ of the source tree (the stage YAMLs the demo runs)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        cand = parent / "configs" / "demo"
+        if (cand / "sft_single.yaml").is_file():
+            return cand
+    raise FileNotFoundError(f"configs/demo/ not found above {here}; run the demo from a source checkout")
+
+
+def _say(step: int, total: int, key: str) -> None:
+    print(f"\n=== [{step}/{total}] {TITLES[key]} ===", flush=True)
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def existing_world(world: Path, seed: int, preset: DemoPreset) -> dict | None:
+    """The manifest of a complete world in `world` written with the same seed, difficulty and
+    size (generation is deterministic: same arguments, same bytes), else None."""
+    path = world / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        man = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    size = preset.world_size if isinstance(preset.world_size, str) else asdict(preset.world_size)
+    if (man.get("seed"), man.get("preset"), man.get("size")) != (seed, preset.world_preset, size):
+        return None
+    files = [f["path"] if isinstance(f, dict) else f for f in man.get("files", [])]
+    if not files or not all((world / f).is_file() for f in files):
+        return None
+    return man
+
+
+def write_stage_data(run: Path, world: Path, preset: DemoPreset, seed: int) -> None:
+    """RUN/data/: the mixtures the stage configs name, and the DPO pairs split into a training
+    part and a held-out part (the world writes no held-out preference set)."""
+    man = json.loads((world / "manifest.json").read_text())
+    data = run / "data"
+    rel = lambda p: f"../world/{p}"  # noqa: E731  (mixture paths are relative to the YAML's folder)
+    _write(data / "pretrain_mixture.yaml", yaml.safe_dump({
+        "seed": seed,
+        "sources": [{"path": [rel(p) for p in man["paths"]["captions"]], "weight": 0.75},
+                    {"path": [rel(p) for p in man["paths"]["interleaved"]], "weight": 0.25}],
+    }, sort_keys=False))
+    n_multi = man["datasets"]["train"]["sft_multi"]["samples"]
+    _write(data / "sft_multi_mixture.yaml", yaml.safe_dump({
+        "seed": seed, "replacement": False,
+        "data_path": {rel(man["paths"]["sft_multi"]): n_multi, rel(man["paths"]["sft_single"]): preset.mix_single},
+    }, sort_keys=False))
+    n_safety = man["datasets"]["train"]["safety"]["samples"]
+    _write(data / "safety_mixture.yaml", yaml.safe_dump({
+        "seed": seed, "replacement": False,
+        "data_path": {rel(man["paths"]["safety"]): n_safety, rel(man["paths"]["sft_single"]): preset.mix_sft_into_safety},
+    }, sort_keys=False))
+    pairs_path = world / man["paths"]["dpo"]
+    pairs = read_pairs(pairs_path)
+    for p in pairs:  # image paths are relative to the pairs file; the split files live elsewhere
+        p["image"] = str((pairs_path.parent / p["image"]).resolve())
+    random.Random(f"dpo-split/{seed}").shuffle(pairs)
+    k = min(preset.dpo_heldout, len(pairs) // 4)
+    for name, rows in (("dpo_heldout.jsonl", pairs[:k]), ("dpo_train.jsonl", pairs[k:])):
+        _write(data / name, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def stage_config(stage: str, run: Path, preset: DemoPreset, seed: int, progress: bool = True):
+    """The stage's TrainConfig: configs/demo/STAGE.yaml with the preset's budget, paths taken
+    from the run directory; its resolved copy is written to RUN/configs/STAGE.yaml."""
+    from ..train.config import load_config
+
+    path = config_dir() / f"{stage}.yaml"
+    steps = preset.steps[stage]
+    warmup = min(int((yaml.safe_load(path.read_text()).get("schedule") or {}).get("warmup_steps", 0)), steps)
+    overrides = [f"seed={seed}", f"schedule.max_steps={steps}", f"schedule.warmup_steps={warmup}",
+                 f"logging.progress={str(progress).lower()}"]
+    if stage in preset.batch:
+        overrides.append(f"data.batch.batch_size={preset.batch[stage]}")
+    overrides += list(preset.trainer_overrides.get(stage, []))
+    cfg = load_config(path, overrides, check_paths=False, base_dir=run)
+    if not Path(cfg.run_dir).resolve().is_relative_to(run):
+        raise ValueError(f"{path}: run_dir {cfg.run_dir} is not inside the demo's run directory {run}")
+    _write(run / "configs" / f"{stage}.yaml", cfg.to_yaml())
+    return cfg
+
+
+def worked_example(model, processor, world: Path, seed: int) -> dict:
+    """One held-out VQA question answered by the final model."""
+    from ..eval import get_task
+    from ..eval.harness import resolve_folder
+    from ..model.image_processing import load_image
+
+    task = get_task("world_vqa")
+    samples = task.read(resolve_folder(world, task.folder))
+    s = random.Random(f"example/{seed}").choice([x for x in samples if x.meta.get("question_type") == "reading"] or samples)
+    prompt = processor.apply_chat_template([{"role": "user", "content": "<image>\n" + s.question}])
+    enc = processor(text=[prompt], images=[[load_image(s.images[0])]], padding_side="left")
+    model.eval()
+    out = model.generate(**enc, max_new_tokens=16, eos_token_id=list(model.config.tokens.eos_token_ids))
+    answer = processor.batch_decode(out, skip_special_tokens=True)[0].strip()
+    return {"image": str(s.images[0]), "question": s.question, "answer": answer, "reference": s.answers[0]}
+
+
+def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", seed: int = 0, progress: bool = True,
+             stages: tuple[str, ...] = STAGES, world_preset: str | None = None, threads: int = 0) -> Scorecard:
+    """Run the demo into `out`; returns the scorecard (also written to out/scorecard.*).
+    `world_preset` replaces the preset's world difficulty (easy, standard, hard); `threads` > 0
+    sets torch's intra-op threads here and in every stage config (runtime.threads)."""
+    from ..synth import generate_world
+    from ..synth.corpus import build_world_tokenizer
+    from ..train.loop import run_stage
+
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    if world_preset is not None:
+        p = replace(p, world_preset=world_preset)
+    if threads:
+        torch.set_num_threads(threads)
+        p = replace(p, trainer_overrides={s: [f"runtime.threads={threads}", *p.trainer_overrides.get(s, [])]
+                                          for s in TRAINER_STAGES})
+    run = Path(out).resolve()
+    run.mkdir(parents=True, exist_ok=True)
+    world = run / "world"
+    card = Scorecard()
+    total = 2 + len(stages)
+    t_all = time.perf_counter()
+
+    _say(1, total, "world")
+    t = time.perf_counter()
+    manifest = existing_world(world, seed, p)
+    if manifest is None:
+        manifest = generate_world(world, seed=seed, preset=p.world_preset, size=p.world_size, progress=progress)
+    else:
+        print(f"reusing the world already in {world} (same seed, preset and size)", flush=True)
+    card.chance = dict(manifest["chance"])
+    card.chance.update({"world_pope/hallucination_rate": 0.5, "world_pope/accuracy": 0.5, "preference_accuracy": 0.5,
+                        "vision/pair_accuracy": 0.5, "vision/hard_negative_accuracy": 0.5,
+                        "world_safety/refusal_rate_unsafe": 0.5, "world_safety/safe_answer_accuracy": card.chance["world_vqa"],
+                        "world_vqa_0shot": card.chance["world_vqa"], "world_vqa_4shot": card.chance["world_vqa"]})
+    write_stage_data(run, world, p, seed)
+    card.seconds["world"] = round(time.perf_counter() - t, 1)
+
+    _say(2, total, "tokenizer")
+    t = time.perf_counter()
+    tokenizer = build_world_tokenizer(world, run / "tokenizer", vocab_size=p.tokenizer_vocab)
+    card.seconds["tokenizer"] = round(time.perf_counter() - t, 1)
+    overrides = model_overrides(**p.model_shape)
+    curves: dict[str, list] = {}
+
+    model = processor = None
+    for i, stage in enumerate(stages, 3):
+        _say(i, total, stage)
+        t = time.perf_counter()
+        if stage == "vision":
+            img = overrides["image"]
+            items = caption_images(world, XGenMMImageProcessor(img["image_size"], "squash", img["grids"]))
+            held, train = items[:min(VISION_HELD_OUT, len(items) // 5)], items[min(VISION_HELD_OUT, len(items) // 5):]
+            torch.manual_seed(seed)
+            siglip = build_siglip(overrides["vision"]["hf_config"], tokenizer, p.vision)
+            res = pretrain_vision(siglip, train, held, manifest["world"], tokenizer, p.vision, progress=progress)
+            curves["vision (sigmoid loss)"] = list(enumerate(res.losses, 1))
+            model = initial_model(tokenizer, overrides, seed)
+            copy_vision_tower(siglip, model)
+            save_initial(model, tokenizer, run / "stages" / "init", p.system_prompt)
+            print(f"vision tower: {res.steps} steps in {res.seconds:.0f} s; held-out pair accuracy "
+                  f"{res.pair_accuracy:.3f}, true clause over its hard negatives {res.hard_negative_accuracy:.3f}", flush=True)
+            card.add("vision", {"vision/pair_accuracy": res.pair_accuracy,
+                                "vision/hard_negative_accuracy": res.hard_negative_accuracy}, time.perf_counter() - t)
+            continue
+        cfg = stage_config(stage, run, p, seed, progress)
+        if Path(cfg.run_dir).exists():
+            shutil.rmtree(cfg.run_dir)  # a fresh run of the stage, never a resume of an old one
+        final = run_stage(cfg)
+        curves[stage] = read_trainer_losses(Path(cfg.run_dir))
+        train_s = time.perf_counter() - t
+        model, processor = XGenMM.from_pretrained(final), XGenMMProcessor.from_pretrained(final)
+        scores = evaluate_stage(model, processor, stage, world, run / "eval" / stage, p.eval_batch, p.few_shot, progress)
+        if stage in PREFERENCE_STAGES:
+            scores["preference_accuracy"] = preference_accuracy(model, processor, run / "data" / "dpo_heldout.jsonl")
+        card.add(stage, scores, time.perf_counter() - t)
+        print(f"{stage}: trained in {train_s:.0f} s; " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if "/" not in k),
+              flush=True)
+        write_scorecard(card, run)
+
+    plot_losses(curves, run / "loss_curves.png")
+    notes = [f"Preset `{p.name}`, world `{p.world_preset}`, seed {seed}; total {time.perf_counter() - t_all:.0f} s wall."]
+    if model is not None and processor is not None:
+        ex = worked_example(model, processor, world, seed)
+        _write(run / "example.json", json.dumps(ex, indent=2) + "\n")
+        notes.append(f"Worked example: image `{ex['image']}`, question \"{ex['question']}\", "
+                     f"answer \"{ex['answer']}\" (reference \"{ex['reference']}\").")
+        print(f"\nworked example\n  image:    {ex['image']}\n  question: {ex['question']}\n"
+              f"  answer:   {ex['answer']}   (reference: {ex['reference']})", flush=True)
+    js, md = write_scorecard(card, run, notes)
+    print("\n" + md.read_text(), flush=True)
+    print(f"scorecard: {md} and {js}; loss curves: {run / 'loss_curves.png'}; stage configs: {run / 'configs'}", flush=True)
+    return card

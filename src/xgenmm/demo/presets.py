@@ -1,0 +1,101 @@
+"""The demo's presets: how big the world is, how the tiny model is shaped for it, and how long
+each stage trains. `full` (the default) is sized to learn the world in about ten minutes on
+two CPU cores; `quick` is the CI smoke test (every stage, every file, a few minutes).
+
+The model is the `tiny` preset re-shaped for the world (see `model_overrides`): the world's
+96-pixel canvas is one crop at its native size (no resampling blur), patch 16 makes each of
+the 3x3 scene cells exactly 2x2 patches, so "what is at the top-left" is a question about
+four fixed vision tokens, and a 16 px patch still holds a whole bold glyph of a word. A linear
+probe on such a tower reads each cell's content almost perfectly, where 32 px patches (one
+token per cell) lose most of it and 64 px crops with patch 8 cut cells across patches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..synth.generate import WorldSize
+from .vision_pretrain import VisionPretrainConfig
+
+# The chat's system prompt for the tiny model: the release's default costs ~30 of a world
+# sample's ~100 tokens; this one says the same in 9.
+SHORT_SYSTEM_PROMPT = "A chat between a user and an assistant."
+STAGES = ("vision", "pretrain", "sft_single", "sft_multi", "dpo", "safety")  # in order; `vision` is the SigLIP stage
+
+
+def model_overrides(image_size: int = 96, patch: int = 16, width: int = 64, latents: int = 16) -> dict:
+    """`preset_config("tiny", tokenizer=..., **model_overrides())` sections: vision tower,
+    resampler and image settings aligned with the world's canvas and cells."""
+    return {
+        "vision": {"hf_config": dict(hidden_size=width, intermediate_size=4 * width, num_hidden_layers=2,
+                                     num_attention_heads=2, image_size=image_size, patch_size=patch)},
+        "resampler": {"dim": width, "out_dim": 128, "num_latents": latents, "depth": 2, "heads": 4, "dim_head": 32,
+                      "ff_mult": 2},
+        # One fixed-resolution crop per image: the world's images are exactly one crop.
+        "image": {"image_size": image_size, "mode": "squash", "token_grouping": "tiles",
+                  "grids": [[image_size, 2 * image_size], [2 * image_size, image_size], [2 * image_size, 2 * image_size]]},
+    }
+
+
+@dataclass
+class DemoPreset:
+    name: str  # full or quick
+    world_preset: str  # the synthetic world's difficulty preset (easy, standard, hard)
+    world_size: WorldSize  # samples per data set
+    tokenizer_vocab: int  # BPE vocabulary of the world's tokenizer
+    vision: VisionPretrainConfig  # SigLIP stage budget
+    steps: dict  # trainer stage -> optimiser steps (overrides schedule.max_steps)
+    batch: dict = field(default_factory=dict)  # trainer stage -> rows per batch (overrides data.batch.batch_size)
+    eval_batch: int = 64  # generation batch size of the evaluations
+    dpo_heldout: int = 100  # preference pairs held out of DPO training to measure chosen-over-rejected accuracy
+    few_shot: int = 4  # demonstrations of the base model's few-shot evaluation
+    mix_single: int = 0  # single-image SFT samples mixed into multi-image SFT (per epoch)
+    mix_sft_into_safety: int = 0  # SFT samples mixed into safety tuning (the recipe mixes 5k into VLGuard's 2k)
+    system_prompt: str | None = None  # the chat's system prompt (None: the release's default)
+    model_shape: dict = field(default_factory=dict)  # model_overrides() arguments (image_size, patch, width, latents)
+    trainer_overrides: dict = field(default_factory=dict)  # trainer stage -> extra `key.sub=value` overrides
+
+
+FULL = DemoPreset(
+    name="full",
+    # The easy world: the targets (>= 90% VQA, >= 75% on every question kind) within minutes
+    # of CPU training. `--world standard` or `hard` runs the same recipe on a harder world.
+    world_preset="easy",
+    # captions, interleaved, shard_size, sft_single, sft_multi, dpo, safety, vqa/kind, caption_eval, mc,
+    # pope_images, multi/kind, grounding, safety_eval, vqa_train/kind, caption_train
+    world_size=WorldSize(2000, 200, 500, 4000, 1000, 500, 400, 40, 40, 60, 50, 30, 40, 60, 6, 20),
+    tokenizer_vocab=640,
+    vision=VisionPretrainConfig(seconds=60.0, max_steps=500),
+    steps={"pretrain": 100, "sft_single": 600, "sft_multi": 150, "dpo": 40, "safety": 40},
+    batch={"pretrain": 8, "sft_single": 32, "sft_multi": 32, "dpo": 16, "safety": 32},
+    dpo_heldout=100,
+    mix_single=1000,
+    mix_sft_into_safety=400,
+    system_prompt=SHORT_SYSTEM_PROMPT,
+    trainer_overrides={"sft_single": ["optim.lr=3e-3"]},
+)
+
+QUICK = DemoPreset(
+    name="quick",
+    # The easy world (4 colours, 4 shapes, one size, 1-2 shapes): the smoke test must show
+    # learning after a minute or two of training.
+    world_preset="easy",
+    world_size=WorldSize(300, 30, 150, 800, 200, 120, 100, 12, 8, 16, 12, 8, 8, 20, 4, 8),
+    tokenizer_vocab=640,
+    vision=VisionPretrainConfig(seconds=15.0, max_steps=120),
+    steps={"pretrain": 15, "sft_single": 130, "sft_multi": 15, "dpo": 8, "safety": 8},
+    batch={"pretrain": 8, "sft_single": 32, "sft_multi": 32, "dpo": 16, "safety": 32},
+    dpo_heldout=40,
+    mix_single=200,
+    mix_sft_into_safety=120,
+    system_prompt=SHORT_SYSTEM_PROMPT,
+    trainer_overrides={"sft_single": ["optim.lr=3e-3"]},
+)
+
+PRESETS = {"full": FULL, "quick": QUICK}
+
+
+def get_preset(name: str) -> DemoPreset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown demo preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,102 @@
+"""The SigLIP vision-tower stage: caption clauses, hard negatives, the sigmoid loss, training
+and the hand-over of the tower to XGenMM."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from xgenmm.demo.presets import model_overrides
+from xgenmm.demo.vision_pretrain import (
+    VisionPretrainConfig, build_siglip, copy_vision_tower, fact_text, hard_negative, pretrain_vision, scene_facts,
+    sigmoid_loss,
+)
+from xgenmm.model.image_processing import to_tensor
+from xgenmm.synth.language import plain_caption
+from xgenmm.synth.render import render_scene
+from xgenmm.synth.world import PRESETS, sample_scene
+
+WORLD = PRESETS["easy"]
+WORLD_INFO = {"colours": list(WORLD.colours), "shapes": list(WORLD.shapes), "sizes": list(WORLD.sizes),
+              "words": list(WORLD.words), "cell_names": list(WORLD.cell_names)}
+SMALL_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=96,
+                    patch_size=16)
+
+
+def scenes(n: int, seed: int = 0):
+    rng = random.Random(seed)
+    return [sample_scene(rng, WORLD) for _ in range(n)]
+
+
+def items(n: int, seed: int = 0):
+    return [((to_tensor(render_scene(s)) - 0.5) / 0.5, scene_facts(s.to_dict())) for s in scenes(n, seed)]
+
+
+@pytest.fixture(scope="module")
+def world_tokenizer():
+    from xgenmm.model.tokenizer import train_tokenizer
+
+    texts = [fact_text(f) for s in scenes(200) for f in scene_facts(s.to_dict())]
+    rng = random.Random(1)
+    texts += [fact_text(hard_negative(f, WORLD_INFO, rng)) for s in scenes(200, 2) for f in scene_facts(s.to_dict())]
+    return train_tokenizer(texts * 3, vocab_size=400)
+
+
+def test_every_clause_is_worded_as_in_the_worlds_plain_caption():
+    for scene in scenes(30):
+        caption = plain_caption(scene, 0)
+        for f in scene_facts(scene.to_dict()):
+            assert fact_text(f) in caption
+
+
+def test_hard_negative_changes_one_attribute_and_is_false_of_the_scene():
+    rng = random.Random(0)
+    for scene in scenes(30):
+        facts = scene_facts(scene.to_dict())
+        for f in facts:
+            neg = hard_negative(f, WORLD_INFO, rng)
+            assert neg[0] == f[0] and len(neg) == len(f)
+            assert sum(a != b for a, b in zip(f, neg)) == 1
+            if neg[0] == "word" or neg[-1] != f[-1]:
+                continue  # a moved clause can be true elsewhere; truth is decided per batch
+            assert neg not in facts
+
+
+def test_sigmoid_loss_with_identity_labels_is_siglips_own_loss(world_tokenizer):
+    torch.manual_seed(0)
+    model = build_siglip(SMALL_VISION, world_tokenizer, VisionPretrainConfig(text_hidden=32))
+    batch = items(4)
+    from xgenmm.demo.vision_pretrain import encode_texts
+
+    ids = encode_texts(world_tokenizer, [fact_text(sorted(fs)[0]) for _, fs in batch], 16)
+    out = model(input_ids=ids, pixel_values=torch.stack([p for p, _ in batch]), return_loss=True)
+    assert torch.allclose(sigmoid_loss(out.logits_per_image, torch.eye(4)), out.loss, atol=1e-5)
+
+
+def test_loss_decreases_in_a_few_steps(world_tokenizer):
+    cfg = VisionPretrainConfig(seconds=600, max_steps=20, batch_images=12, negatives_per_image=2, lr=3e-3,
+                               text_hidden=32, seed=0)
+    model = build_siglip(SMALL_VISION, world_tokenizer, cfg)
+    res = pretrain_vision(model, items(64), items(16, seed=5), WORLD_INFO, world_tokenizer, cfg, progress=False)
+    assert res.steps == 20
+    first, last = sum(res.losses[:5]) / 5, sum(res.losses[-5:]) / 5
+    assert last < 0.8 * first
+    assert 0.0 <= res.pair_accuracy <= 1.0 and 0.0 <= res.hard_negative_accuracy <= 1.0
+
+
+def test_trained_tower_is_copied_into_xgenmm_and_frozen(world_tokenizer):
+    from xgenmm.demo.assemble import initial_model
+
+    overrides = model_overrides(width=32)
+    overrides["vision"]["hf_config"].update(intermediate_size=64, num_hidden_layers=1)
+    overrides["resampler"]["dim"] = 32
+    model = initial_model(world_tokenizer, overrides, seed=0)
+    siglip = build_siglip(overrides["vision"]["hf_config"], world_tokenizer, VisionPretrainConfig(text_hidden=32, seed=3))
+    copy_vision_tower(siglip, model)
+    ours, theirs = model.vision_encoder.tower.state_dict(), siglip.vision_model.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert not any(p.requires_grad for p in model.vision_encoder.parameters())
+    assert model.vision_encoder.cfg.frozen
