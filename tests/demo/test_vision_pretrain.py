@@ -66,11 +66,12 @@ def test_hard_negative_changes_one_attribute_and_is_false_of_the_scene():
 
 def test_sigmoid_loss_with_identity_labels_is_siglips_own_loss(world_tokenizer):
     torch.manual_seed(0)
-    model = build_siglip(SMALL_VISION, world_tokenizer, VisionPretrainConfig(text_hidden=32))
+    cfg = VisionPretrainConfig(text_hidden=32)
+    model = build_siglip(SMALL_VISION, world_tokenizer, cfg)
     batch = items(4)
     from xgenmm.demo.vision_pretrain import encode_texts
 
-    ids = encode_texts(world_tokenizer, [fact_text(sorted(fs)[0]) for _, fs in batch], 16)
+    ids = encode_texts(world_tokenizer, [fact_text(sorted(fs)[0]) for _, fs in batch], cfg.max_text_tokens)
     out = model(input_ids=ids, pixel_values=torch.stack([p for p, _ in batch]), return_loss=True)
     assert torch.allclose(sigmoid_loss(out.logits_per_image, torch.eye(4)), out.loss, atol=1e-5)
 

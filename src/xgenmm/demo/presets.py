@@ -80,10 +80,10 @@ QUICK = DemoPreset(
     # The easy world (4 colours, 4 shapes, one size, 1-2 shapes): the smoke test must show
     # learning after a minute or two of training.
     world_preset="easy",
-    world_size=WorldSize(300, 30, 150, 800, 200, 120, 100, 12, 8, 16, 12, 8, 8, 20, 4, 8),
+    world_size=WorldSize(300, 30, 150, 800, 200, 120, 100, 24, 8, 16, 12, 8, 8, 20, 4, 8),
     tokenizer_vocab=640,
     vision=VisionPretrainConfig(seconds=15.0, max_steps=120),
-    steps={"pretrain": 15, "sft_single": 130, "sft_multi": 15, "dpo": 8, "safety": 8},
+    steps={"pretrain": 20, "sft_single": 160, "sft_multi": 15, "dpo": 8, "safety": 8},
     batch={"pretrain": 8, "sft_single": 32, "sft_multi": 32, "dpo": 16, "safety": 32},
     dpo_heldout=40,
     mix_single=200,
