@@ -23,8 +23,11 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     "${pip[@]}" install "torch==$TORCH_VERSION"
   else
-    "${pip[@]}" install --no-index "torch==$TORCH_VERSION" 2>/dev/null \
-      || "${pip[@]}" install --index-url https://download.pytorch.org/whl/cpu "torch==$TORCH_VERSION" \
+    # A CPU build in pip's local wheel directory (find-links) first, its dependencies from the
+    # index; then the PyTorch CPU index (failing fast where it is unreachable); then PyPI.
+    { "${pip[@]}" install -q --no-index --no-deps "torch==$TORCH_VERSION" 2>/dev/null \
+        && "${pip[@]}" install -q "torch==$TORCH_VERSION"; } \
+      || "${pip[@]}" install --retries 0 --timeout 15 --index-url https://download.pytorch.org/whl/cpu "torch==$TORCH_VERSION" \
       || "${pip[@]}" install "torch==$TORCH_VERSION"
   fi
 fi
