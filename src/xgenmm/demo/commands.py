@@ -14,7 +14,7 @@ def register(subparsers) -> None:
         "every stage; writes DIR/scorecard.md, DIR/scorecard.json, DIR/loss_curves.png and DIR/configs/STAGE.yaml.",
     )
     p.add_argument("--preset", choices=("full", "quick"), default="full",
-                   help="full: learn the world (about 10 minutes on 2 CPU cores); quick: smoke test (about 3)")
+                   help="full: learn the world (budgeted for 10 minutes on 2 free CPU cores); quick: the smoke test (budgeted for 3)")
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world, the model and every stage")
     p.add_argument("--world", choices=("easy", "standard", "hard"), default=None,
