@@ -33,15 +33,28 @@ def test_base_placeholders_are_overwritten_in_place():
 
 
 def test_images_follow_tag_order_row_by_row_and_rows_are_right_padded():
-    f = run([[IMG, 1, IMG], [2, IMG, 0]], [2, 1, 3], mask=[[1, 1, 1], [1, 1, 0]])
+    f = run([[IMG, 1, IMG], [2, IMG, 0]], [2, 1, 4], mask=[[1, 1, 1], [1, 1, 0]])
     assert f.inputs_embeds.shape == (2, 5, 2)
     assert f.inputs_embeds[0, :2, 0].tolist() == [-1, -2] and f.inputs_embeds[0, 3, 0].item() == -3
-    assert f.inputs_embeds[1, 1:4, 0].tolist() == [-4, -5, -6]
-    assert f.attention_mask.tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 1, 0]]
+    assert f.inputs_embeds[1, 1:5, 0].tolist() == [-4, -5, -6, -7]
+    assert f.attention_mask.tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
+
+
+def test_text_padding_takes_no_fused_position():
+    # Row 1 is padded to the input length, but after splicing it is the longer row: the fused
+    # batch is as long as the longest real row, not the input length plus images.
+    f = run([[IMG, 1, 2, 3], [4, IMG, 0, 0]], [1, 3], mask=[[1, 1, 1, 1], [1, 1, 0, 0]])
+    assert f.inputs_embeds.shape == (2, 4, 2)
+    assert f.attention_mask.tolist() == [[1, 1, 1, 1], [1, 1, 1, 1]]
+
+
+def test_an_image_tag_in_the_padding_is_an_error():
+    with pytest.raises(ValueError, match="sample 0: an <image> tag sits at a padding position"):
+        run([[1, 2, IMG]], [1], mask=[[1, 1, 0]])
 
 
 def test_left_padding_stays_left():
-    f = run([[0, 0, IMG, 1], [IMG, 1, 2, 3]], [3, 1], mask=[[0, 0, 1, 1], [1, 1, 1, 1]])
+    f = run([[0, 0, IMG, 1], [IMG, 1, 2, 3]], [3, 3], mask=[[0, 0, 1, 1], [1, 1, 1, 1]])
     assert f.attention_mask[0].tolist() == [0, 0, 1, 1, 1, 1]
     assert f.position_ids[0, 2:].tolist() == [0, 1, 2, 3]
 

@@ -84,6 +84,12 @@ def fuse(
     b, length, dim = text_embeds.shape
     device = text_embeds.device
     counts = plan_counts(input_ids, image_token_id, placeholder_token_id, tokens_per_image)
+    # Padding tokens take no fused position: rows are re-padded to the longest real row, so
+    # the LM never runs on the text padding of the input batch.
+    padded_tags = (input_ids == image_token_id) & (attention_mask == 0)
+    if padded_tags.any():
+        raise ValueError(f"sample {int(padded_tags.nonzero()[0, 0])}: an <image> tag sits at a padding position")
+    counts = counts.masked_fill(attention_mask == 0, 0)
     row_len = counts.sum(1)
     new_len = int(row_len.max()) if b else 0
     left_padded = bool((attention_mask[:, -1] == 1).all() and (attention_mask[:, 0] == 0).any())
