@@ -75,3 +75,15 @@ def test_resuming_with_another_worker_count_is_refused(image_dir, processor):
 def test_second_epoch_reshuffles(image_dir, processor):
     loader = make(dataset(image_dir), processor, 0)
     assert ids(loader) != ids(loader)
+
+
+def test_an_in_process_loader_leaves_the_training_threads_alone(image_dir, processor):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        batches = list(make(dataset(image_dir, n=9), processor, workers=0))
+        assert batches and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -109,7 +109,8 @@ class _Workers(IterableDataset):
         state = self.states.get(logical)
         if state and state.get("done"):
             return
-        torch.set_num_threads(1)  # workers decode and tokenise; leave the cores to each other
+        if info is not None:  # in worker processes only: the training process keeps its threads
+            torch.set_num_threads(1)  # workers decode and tokenise; leave the cores to each other
         for b in self.pipeline.batches(self.epoch, shard, n * self.cfg.world_size, state):
             b["_state"]["worker"] = logical
             yield b

@@ -138,7 +138,6 @@ def _train(cfg: TrainConfig, d: parallel.Dist, hooks: Hooks) -> Path:
     if cfg.stage == "dpo":
         def reference():  # the policy with its LoRA adapters switched off: no second model
             return model.lang_model.disable_adapter()
-    threads = torch.get_num_threads()
     data_iter = iter(loader)
     epoch_had_batches = loader.taken > 0
     first_step_check = True
@@ -152,8 +151,6 @@ def _train(cfg: TrainConfig, d: parallel.Dist, hooks: Hooks) -> Path:
                 # that draw out of the training RNG so that a resumed run's dropout is exact.
                 with torch.random.fork_rng(devices=[]):
                     b = next(data_iter)
-                if torch.get_num_threads() != threads:  # an in-process loader may lower it for its own work
-                    torch.set_num_threads(threads)
                 epoch_had_batches = True
                 return b
             except StopIteration:
