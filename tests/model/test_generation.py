@@ -65,3 +65,33 @@ def test_decoded_text_has_no_special_tokens(tiny_model, tiny_processor):
     out = tiny_model.generate(**tiny_processor(list(texts), list(images)), max_new_tokens=5)
     decoded = tiny_processor.batch_decode(out)
     assert len(decoded) == 3 and all("<pad>" not in d and "<|end|>" not in d for d in decoded)
+
+
+def test_row_by_row_prefill_equals_the_padded_batch_prefill(tiny_model, tiny_processor):
+    from transformers import DynamicCache
+
+    from xgenmm.model.generation import _prefill
+
+    texts, images = zip(*prompts(tiny_processor))
+    fused = tiny_model.fuse_inputs(**tiny_processor(list(texts), list(images)))
+    mask = fused.attention_mask
+    assert mask.float().mean() < 0.85  # enough padding for the row-by-row path
+    decoder = tiny_model.lang_model.get_decoder()
+    new = lambda: DynamicCache(config=tiny_model.lang_model.config)  # noqa: E731
+    with torch.no_grad():
+        rows, rows_cache = _prefill(decoder, fused.inputs_embeds, mask, fused.position_ids, new)
+        batch, batch_cache = _prefill(decoder, fused.inputs_embeds, mask, fused.position_ids, new, max_padding=1.0)
+    assert torch.allclose(rows, batch, atol=1e-5)
+    real = mask.bool()[:, None, :, None]
+    for a, b in zip(rows_cache.layers, batch_cache.layers):
+        assert a.keys.shape == b.keys.shape
+        assert torch.allclose(a.keys * real, b.keys * real, atol=1e-5)
+
+
+def test_generated_tokens_can_feed_a_training_step(tiny_model, tiny_processor):
+    texts, images = zip(*prompts(tiny_processor))
+    batch = tiny_processor(list(texts), list(images))
+    out = tiny_model.generate(**batch, max_new_tokens=3, eos_token_id=[])
+    emb = tiny_model.lang_model.get_input_embeddings()
+    emb(out).sum().backward()  # not an inference tensor
+    assert emb.weight.grad is not None

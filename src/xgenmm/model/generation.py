@@ -34,7 +34,38 @@ def _sample(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, 
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
-@torch.no_grad()
+def _prefill(decoder, embeds, mask, positions, new_cache, max_padding: float = 0.15):
+    """Run the prompt through the LM, filling a KV cache; returns (last hidden state per row,
+    cache). A batch with much left padding is prefilled row by row without its padding, and the
+    rows' caches are left-padded into one (padded positions are masked in every later step), so
+    no compute goes to padding and each row's prefill is exactly its prefill alone."""
+    b, length = mask.shape
+    real = mask.sum(1)
+    window = getattr(decoder.config, "sliding_window", None)
+    if b == 1 or float(real.sum()) >= (1 - max_padding) * b * length or (window and length > window):
+        cache = new_cache()
+        hidden = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                         past_key_values=cache, use_cache=True).last_hidden_state
+        return hidden[:, -1], cache
+    last, caches = [], []
+    for i in range(b):
+        n = int(real[i])
+        cache = new_cache()
+        hidden = decoder(inputs_embeds=embeds[i:i + 1, length - n:], position_ids=positions[i:i + 1, length - n:],
+                         past_key_values=cache, use_cache=True).last_hidden_state
+        last.append(hidden[:, -1])
+        caches.append(cache)
+    merged = new_cache()
+    for layer in range(len(caches[0].layers)):
+        keys = [c.layers[layer].keys for c in caches]
+        values = [c.layers[layer].values for c in caches]
+        pad = [length - k.shape[-2] for k in keys]
+        merged.update(torch.cat([torch.nn.functional.pad(k, (0, 0, p, 0)) for k, p in zip(keys, pad)]),
+                      torch.cat([torch.nn.functional.pad(v, (0, 0, p, 0)) for v, p in zip(values, pad)]), layer)
+    return torch.cat(last), merged
+
+
+@torch.inference_mode()
 def generate(
     model,
     input_ids: torch.Tensor,
@@ -64,15 +95,21 @@ def generate(
     embed = model.lang_model.get_input_embeddings()
     b = embeds.shape[0]
     positions = (mask.cumsum(1) - 1).clamp_(min=0)
-    cache = DynamicCache(config=model.lang_model.config) if use_cache else None
+    cache = None
     done = torch.zeros(b, dtype=torch.bool, device=embeds.device)
     eos_t = torch.as_tensor(eos, device=embeds.device)
     out_tokens, out_logits = [], []
     step_embeds, step_pos = embeds, positions
-    for _ in range(max_new_tokens):
-        hidden = decoder(inputs_embeds=step_embeds, attention_mask=mask, position_ids=step_pos,
-                         past_key_values=cache, use_cache=use_cache).last_hidden_state
-        logits = head(hidden[:, -1]).float()
+    for step in range(max_new_tokens):
+        if use_cache and step == 0:
+            last, cache = _prefill(decoder, embeds, mask, positions, lambda: DynamicCache(config=model.lang_model.config))
+        else:
+            # One new token per row attends to every unmasked cached position: the 4D mask is
+            # the 2D one (the library returns a given 4D mask as is, skipping its mask builder).
+            step_mask = mask[:, None, None, :].bool() if use_cache else mask
+            last = decoder(inputs_embeds=step_embeds, attention_mask=step_mask, position_ids=step_pos,
+                           past_key_values=cache, use_cache=use_cache).last_hidden_state[:, -1]
+        logits = head(last).float()
         if output_logits:
             out_logits.append(logits)
         nxt = _sample(logits, temperature, top_k, top_p, generator) if do_sample else logits.argmax(-1)

@@ -140,11 +140,13 @@ class XGenMM(nn.Module):
         logits = head(hidden) if return_logits else None
         return XGenMMOutput(loss, logits, fused.attention_mask, fused.labels, n_sup)
 
-    @torch.no_grad()
-    def generate(self, input_ids, attention_mask=None, pixel_values=None, image_sizes=None, **kwargs) -> torch.Tensor:
+    def generate(self, input_ids, attention_mask=None, pixel_values=None, image_sizes=None, **kwargs):
+        """Batched generation (see generation.generate). Runs in inference mode; the returned
+        tensors are ordinary ones, usable anywhere (e.g. as inputs of a training step)."""
         from .generation import generate
 
-        return generate(self, input_ids, attention_mask, pixel_values, image_sizes, **kwargs)
+        out = generate(self, input_ids, attention_mask, pixel_values, image_sizes, **kwargs)
+        return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
 
     # ---- bookkeeping ------------------------------------------------------------------
     def parameter_counts(self) -> dict[str, int]:
