@@ -82,6 +82,12 @@ def test_caption_shards_from_a_brace_pattern_yield_every_sample_once(tmp_path):
     assert s.image.load(s.id).size[1] == 30
 
 
+def test_missing_local_shards_are_named_before_reading(tmp_path):
+    caption_shards(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"2 of 5 shards not found, e.g. .*cap-003.tar"):
+        Stream(SourceConfig(path=str(tmp_path / "cap-{000..004}.tar")))
+
+
 def test_shard_order_and_shuffle_buffer_are_deterministic_for_a_seed(tmp_path):
     pattern = caption_shards(tmp_path)
     a = ids(Stream(SourceConfig(path=pattern, shuffle_buffer=6), seed=3))

@@ -67,6 +67,11 @@ class ShardSource(Source):
     def __init__(self, cfg: SourceConfig):
         super().__init__(cfg)
         self.urls = expand_shards(cfg.path)
+        # Local shards are checked up front: a mistyped path is an error, not an empty stream.
+        local = [u.removeprefix("file://") for u in self.urls if u.startswith("file://") or ("://" not in u and not u.startswith("pipe:"))]
+        missing = [u for u in local if not Path(u).exists()]
+        if missing:
+            raise FileNotFoundError(f"{cfg.path}: {len(missing)} of {len(self.urls)} shards not found, e.g. {missing[0]}")
         self.name = Path(self.urls[0]).name if len(self.urls) == 1 else f"{Path(self.urls[0]).name}+{len(self.urls) - 1}"
 
     def shard_order(self, rng: random.Random) -> Iterator[str]:
