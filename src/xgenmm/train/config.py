@@ -184,15 +184,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
 
 
 def _rebase(cfg: TrainConfig, base: Path) -> None:
-    def rel(p):
+    def rel(p, hub_ok: bool = False):
         if p is None or p == "" or "://" in str(p) or Path(p).is_absolute():
             return p
-        if _hub_id(p) and not (base / p).exists():
-            return p
+        if hub_ok and _hub_id(p) and not (base / p).exists():
+            return p  # a model named by its Hugging Face repo id ("org/name")
         return str(base / p)
 
     for name in ("tokenizer", "checkpoint", "vision_init", "lm_init"):
-        setattr(cfg.model, name, rel(getattr(cfg.model, name)))
+        setattr(cfg.model, name, rel(getattr(cfg.model, name), hub_ok=True))
     cfg.data.source = [rel(s) for s in cfg.data.source] if isinstance(cfg.data.source, list) else rel(cfg.data.source)
     cfg.run_dir = rel(cfg.run_dir)
 
