@@ -22,7 +22,7 @@ COMMAND_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xgenmm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="xgenmm", description="xGen-MM (BLIP-3): build data, train, evaluate and run SigLIP -> resampler -> LLM models")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
