@@ -58,8 +58,9 @@ class DemoPreset:
 
 FULL = DemoPreset(
     name="full",
-    # The easy world: the targets (>= 90% VQA, >= 75% on every question kind) within minutes
-    # of CPU training. `--world standard` or `hard` runs the same recipe on a harder world.
+    # The easy world, aiming at the targets (>= 90% VQA, >= 75% on every question kind) within
+    # minutes of CPU training; not reached yet (see the scorecard). `--world standard` or
+    # `hard` runs the same recipe on a harder world.
     world_preset="easy",
     # captions, interleaved, shard_size, sft_single, sft_multi, dpo, safety, vqa/kind, caption_eval, mc,
     # pope_images, multi/kind, grounding, safety_eval, vqa_train/kind, caption_train
