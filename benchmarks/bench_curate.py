@@ -122,8 +122,8 @@ def main() -> int:
             "\"engine\" is the time inside the OCR engine or detector; \"our code\" is the rest: reading the shard, "
             "decoding, filters, captions, writing Parquet and the WebDataset shard.\n\n"
             + table(headers, rows) + "\n\n"
-            "A run scales by shard: N worker processes (`--workers N`) or Ray tasks (`--ray ADDRESS`) give about "
-            "N times the per-core rate while shards outnumber workers. The tiny detector measures our code path "
+            "A run scales by shard: N worker processes (`--workers N`) or a Ray Data pipeline (`--ray ADDRESS`) "
+            "give about N times the per-core rate while shards outnumber workers. The tiny detector measures our code path "
             "around a detector, not a real one: a released OWLv2 or Grounding DINO checkpoint costs far more per "
             "image and belongs on a GPU (`--device cuda`)."
         )

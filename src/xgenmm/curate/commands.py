@@ -13,9 +13,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="WebDataset .tar shards, .parquet files with image bytes, or an image folder "
                         "(alt-text in NAME.txt beside NAME.jpg); a file, folder, glob or {a..b} pattern; repeatable")
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder (reruns skip finished shards)")
-    p.add_argument("--workers", type=int, default=0, help="local worker processes (0: one per core; 1: in process)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="local worker processes (0: one per core; 1: in process); with --ray, the most shards "
+                        "at once (0: as many as the cluster has CPUs for)")
     p.add_argument("--ray", metavar="ADDRESS", default=None,
-                   help="run shards as Ray tasks on a cluster ('local', 'auto' or ray://HOST:PORT)")
+                   help="run the shards as a Ray Data pipeline on a Ray cluster ('local', 'auto' or ray://HOST:PORT; "
+                        "needs pip install 'xgenmm[curate]')")
     p.add_argument("--limit", type=int, default=None, help="at most N samples per shard (trial runs)")
     p.add_argument("--images-per-shard", type=int, default=1000, help="image folders: images per shard")
     p.add_argument("--image-column", default=None, help="Parquet: the image-bytes column (default: detected)")

@@ -12,16 +12,20 @@ Both outputs of a shard are written under temporary names in their own folder an
 only when the shard is complete, and only then is the shard added to the manifest; a rerun
 skips the shards in the manifest whose outputs exist. A crash therefore loses at most the
 shards in progress. `process_shard` is the one function every backend runs: in-process
-(`workers=1`), in a local process pool (the default), or as Ray tasks (`ray_address`)."""
+(`workers=1`), in a local process pool (the default), or in a Ray Data pipeline on a
+Ray cluster (`ray_address`)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import pickle
 import sys
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,9 +43,10 @@ class RunConfig:
     """Where and how to run."""
 
     output: str  # output folder (created)
-    workers: int = 0  # local worker processes (0: one per CPU core, at most one per pending shard; 1: in this process)
+    workers: int = 0  # local worker processes (0: one per CPU core, at most one per pending shard; 1: in this process);
+    # on Ray, the most shards run at once (0: as many as the cluster has CPUs for)
     ray_address: str | None = None  # run shards on Ray ("local" starts or reuses a local instance, or "auto", or ray://HOST:PORT)
-    cpus_per_shard: float = 1.0  # Ray: CPUs reserved by each shard task
+    cpus_per_shard: float = 1.0  # Ray: CPUs reserved by each shard
     limit: int | None = None  # read at most this many samples per shard (trial runs)
     write_parquet: bool = True  # write OUT/parquet/NAME.parquet
     write_webdataset: bool = True  # write OUT/wds/NAME.tar
@@ -188,27 +193,75 @@ def _run_local(jobs: list, workers: int) -> Iterator[dict]:
             yield fut.result()
 
 
-def _run_ray(jobs: list, address: str, cpus_per_shard: float) -> Iterator[dict]:
-    """The same per-shard function as Ray tasks, one per shard: the cluster runs as many at
-    once as it has CPUs for, and results come back as shards finish. (Tasks rather than a Ray
-    Data pipeline: a shard is one coarse unit that writes its own files, and Ray Data's
-    planning adds seconds per run for no gain here.) Worker processes are reused, so models
-    load once per worker."""
+def _ray_data_shard(row: dict) -> dict:
+    """The Ray Data map function: one row in (a pickled shard job), one row out (its result
+    record as JSON, so rows of finished and failed shards share one Arrow schema)."""
+    try:
+        result = _shard_job(pickle.loads(row["job"]))
+    except Exception as e:  # a job that cannot even be unpacked fails alone too
+        result = {"shard": row["shard"], "error": f"{type(e).__name__}: {e}"}
+    return {"shard": row["shard"], "result": json.dumps(result)}
+
+
+@contextlib.contextmanager
+def _quiet_ray_data(ray_data):
+    """Ray Data without its progress bars, per-run statistics and INFO lines on stderr (the
+    run's own tqdm bar and summary say the same), restored afterwards."""
+    ctx = ray_data.DataContext.get_current()
+    settings = {"enable_progress_bars": False, "enable_operator_progress_bars": False,
+                "print_on_execution_start": False, "enable_auto_log_stats": False,
+                # The map function returns a shard's error as a row; a block that still fails
+                # is a lost worker, which `_run_ray` reports as that shard's failure.
+                "max_errored_blocks": -1}
+    saved = {k: getattr(ctx, k) for k in settings if hasattr(ctx, k)}
+    # "ray.data._internal.progress" only says, once, that the bars are off.
+    levels = {"ray.data": logging.WARNING, "ray.data._internal.progress": logging.ERROR}
+    saved_levels = {name: logging.getLogger(name).level for name in levels}
+    try:
+        for k in saved:
+            setattr(ctx, k, settings[k])
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(ctx, k, v)
+        for name, level in saved_levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _run_ray(jobs: list, address: str, cpus_per_shard: float, max_concurrent: int = 0) -> Iterator[dict]:
+    """The same per-shard function as a Ray Data pipeline: a dataset with one row (and one
+    block) per shard job, mapped by `_shard_job` with `cpus_per_shard` CPUs reserved per shard
+    and at most `max_concurrent` shards at once (0: as many as the cluster has CPUs for).
+    Results stream back as shards finish, so the caller adds each to the done-manifest at once
+    and a crash loses at most the shards in flight. Jobs travel pickled in a bytes column
+    (Arrow cannot hold the task's config objects), results as JSON. A shard whose worker dies
+    (out of memory, node lost) is retried once, then reported as failed without stopping the
+    others. Worker processes are reused, so models load once per worker."""
     if not jobs:
         return
     import ray
+    import ray.data
 
     if not ray.is_initialized():
         ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
-    remote = ray.remote(num_cpus=cpus_per_shard, max_retries=1)(_shard_job)
-    shard_of = {remote.remote(job): job[1].name for job in jobs}
-    pending = list(shard_of)
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        try:
-            yield ray.get(done[0])
-        except Exception as e:  # the worker died (out of memory, node lost): that shard fails alone
-            yield {"shard": shard_of[done[0]], "error": f"{type(e).__name__}: {e}"}
+    items = [{"shard": job[1].name, "job": pickle.dumps(job)} for job in jobs]
+    concurrency = min(len(jobs), max_concurrent) if max_concurrent > 0 else None
+    missing = {job[1].name for job in jobs}
+    with _quiet_ray_data(ray.data):
+        with warnings.catch_warnings():
+            # max_retries=1: a shard whose worker died runs once more (Ray Data's default retries
+            # forever, so a shard that runs out of memory every time would hang the run). Ray
+            # Data has no named parameter for it yet and warns that this form is deprecated.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
+                _ray_data_shard, num_cpus=cpus_per_shard, concurrency=concurrency, max_retries=1)
+        for row in ds.iter_rows():
+            missing.discard(row["shard"])
+            yield json.loads(row["result"])
+    for name in sorted(missing):
+        yield {"shard": name, "error": "the Ray worker running it died (out of memory, node lost), also on its retry"}
 
 
 def run(config, sources: list[str] | str, run_cfg: RunConfig, source: SourceOptions = SourceOptions()) -> dict:
@@ -228,7 +281,10 @@ def run(config, sources: list[str] | str, run_cfg: RunConfig, source: SourceOpti
     workers = run_cfg.workers or min(os.cpu_count() or 1, max(1, len(pending)))
     single = run_cfg.ray_address is None and workers <= 1
     jobs = [(config, s, str(out), source, run_cfg, single) for s in pending]
-    results = _run_ray(jobs, run_cfg.ray_address, run_cfg.cpus_per_shard) if run_cfg.ray_address else _run_local(jobs, workers)
+    if run_cfg.ray_address:
+        results = _run_ray(jobs, run_cfg.ray_address, run_cfg.cpus_per_shard, run_cfg.workers)
+    else:
+        results = _run_local(jobs, workers)
     failed: dict[str, str] = {}
     with tqdm(total=len(pending), desc=f"curate {name}", unit="shard", disable=not pending) as bar:
         for result in results:
