@@ -83,3 +83,19 @@ def test_released_size_has_the_released_parameter_counts():
     lm = sum(v.numel() for k, v in release.items() if k.startswith("vlm.lang_model."))
     assert lm == 3_821_130_051
     assert sum(v.numel() for v in release.values()) == 4_359_257_219
+
+
+def test_export_refuses_media_position_embeddings(dirs, tmp_path):
+    """The released resampler has none: an export would load only by dropping them."""
+    src = dirs / "imported"
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["resampler"]["media_positions"] = 16
+    model_dir = tmp_path / "with_positions"
+    model_dir.mkdir()
+    for f in src.iterdir():
+        if f.is_file():
+            (model_dir / f.name).write_bytes(f.read_bytes())
+    (model_dir / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="media position embeddings"):
+        export_release(model_dir, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -1,5 +1,6 @@
 """The Perceiver resampler against a straightforward re-derivation of its math."""
 
+import pytest
 import torch
 
 from xgenmm.model.config import ResamplerConfig
@@ -67,3 +68,31 @@ def test_release_parameter_names():
               "layers.0.0.to_kv.weight", "layers.0.0.to_out.weight", "layers.1.1.0.weight", "layers.1.1.1.weight",
               "layers.1.1.3.weight", "norm.weight", "projection.weight", "projection.bias"):
         assert k in keys
+
+
+def make_positional(seed=0, positions=9):
+    torch.manual_seed(seed)
+    cfg = ResamplerConfig(dim=16, out_dim=24, num_latents=5, depth=2, heads=3, dim_head=8, media_positions=positions)
+    return PerceiverResampler(cfg).eval()
+
+
+def test_media_positions_make_the_output_depend_on_token_order():
+    x = torch.randn(2, 9, 16)
+    perm = torch.randperm(9)
+    plain = make()
+    with torch.no_grad():  # the released resampler reads its tokens as a set
+        assert torch.allclose(plain(x), plain(x[:, perm]), atol=1e-5)
+    pos = make_positional()
+    with torch.no_grad():
+        assert not torch.allclose(pos(x), pos(x[:, perm]), atol=1e-3)
+        # ... and is the released math on the tokens plus their position embeddings
+        ref = reference_resampler(pos, x + pos.media_pos, torch.ones(2, 9))
+        assert torch.allclose(pos(x), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_media_positions_are_off_by_default_and_checked_against_the_group_size():
+    assert make().media_pos is None and "media_pos" not in make().state_dict()
+    m = make_positional(positions=9)
+    assert m.state_dict()["media_pos"].shape == (9, 16)
+    with pytest.raises(ValueError, match="8 tokens but resampler.media_positions is 9"):
+        m(torch.randn(1, 8, 16))

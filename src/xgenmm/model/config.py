@@ -34,6 +34,12 @@ class ResamplerConfig:
     heads: int = 16  # fixed at 16 in the release
     dim_head: int = 96  # fixed at 96 in the release
     ff_mult: int = 4  # feed-forward width multiplier
+    # Learned position embeddings added to a group's media tokens, one per token of the group
+    # (0: none, as released). The released resampler reads its tokens as an unordered set and
+    # relies on the vision tower to write each patch's position into its features, which a
+    # large pretrained SigLIP does; a small tower trained from scratch may not, and then no
+    # question about where something is can be answered (see ARCHITECTURE.md).
+    media_positions: int = 0
 
 
 @dataclass

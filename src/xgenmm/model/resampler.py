@@ -47,6 +47,10 @@ class PerceiverResampler(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.latents = nn.Parameter(torch.randn(cfg.num_latents, cfg.dim))
+        if cfg.media_positions < 0:
+            raise ValueError(f"resampler.media_positions must be >= 0, got {cfg.media_positions}")
+        # Not in the released layout (export refuses a model that has it).
+        self.media_pos = nn.Parameter(0.5 * torch.randn(cfg.media_positions, cfg.dim)) if cfg.media_positions else None
         self.layers = nn.ModuleList(
             nn.ModuleList([PerceiverAttention(cfg.dim, cfg.dim_head, cfg.heads), feed_forward(cfg.dim, cfg.ff_mult)])
             for _ in range(cfg.depth)
@@ -58,6 +62,11 @@ class PerceiverResampler(nn.Module):
         """x: [N, P, D] tokens of N crops (or token groups); mask: [N, P], 1 = attend.
         Returns [N, num_latents, out_dim]."""
         n = x.shape[0]
+        if self.media_pos is not None:
+            if x.shape[1] != self.media_pos.shape[0]:
+                raise ValueError(f"resampler: a token group has {x.shape[1]} tokens but resampler.media_positions is "
+                                 f"{self.media_pos.shape[0]} (one position embedding per token of a group)")
+            x = x + self.media_pos.to(x.dtype)
         latents = self.latents.unsqueeze(0).expand(n, -1, -1)
         key_bias = None
         if mask is not None and not bool(mask.all()):
