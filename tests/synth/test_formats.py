@@ -165,3 +165,20 @@ def test_manifest_gives_chance_levels_per_task(small_manifest):
     assert chance["world_vqa/existence"] == 0.5 and chance["world_mc"] == 0.25
     assert all(f"world_vqa/{k}" in chance for k in QUESTION_KINDS)
     assert all(0 <= v <= 1 for v in chance.values())
+
+
+def test_interleaved_quiz_pages_use_the_few_shot_vqa_form(small_world, small_manifest):
+    """Every third document is a quiz page: pictures each followed by "Question:... Short
+    answer:..." (the base convention's few-shot VQA form), with the answer true of its picture."""
+    shards = [str(small_world / s) for s in small_manifest["paths"]["interleaved"]]
+    docs = list(wds.WebDataset(shards, shardshuffle=False))
+    quizzes = [d for d in docs if "Short answer:" in d["json"].decode()]
+    assert len(quizzes) == len(docs) // 3 == small_manifest["datasets"]["train"]["interleaved"]["pages"]["quiz"]
+    for d in quizzes:
+        segs = json.loads(d["json"])["segments"]
+        assert [s["type"] for s in segs] == ["image", "text"] * (len(segs) // 2)
+        for seg, scene in zip(segs[1::2], json.loads(d["json"])["scenes"]):
+            q, a = seg["text"].split(" Short answer:")
+            assert q.startswith("Question:") and a
+            if q.startswith("Question:What word is written"):
+                assert a == scene["words"][0]["text"]

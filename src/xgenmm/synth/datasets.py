@@ -105,29 +105,57 @@ def write_caption_shards(out: OutputDir, cfg: WorldConfig, rng: random.Random, n
     return {"samples": n, "shards": shards, "styles": dict(sorted(styles.items()))}
 
 
+QUIZ_SHARE = 3  # every third interleaved document is a quiz page
+
+
+def quiz_segments(rng: random.Random, cfg: WorldConfig, k: int) -> tuple[list[Scene], list[dict]]:
+    """A quiz page: `k` pictures, each followed by "Question:{q} Short answer:{a}" (the
+    few-shot VQA form of the base convention), as web pages with exercises are part of real
+    interleaved corpora. It is what lets the base model answer a question in context."""
+    scenes, segments = [], []
+    for j in range(k):
+        kinds = [rng.choice(QUESTION_KINDS)]
+        scene = scene_for_kinds(rng, cfg, kinds)
+        qa = ask(kinds[0], scene, cfg, rng)
+        if qa is None:  # the kind cannot be asked of this scene: a caption line instead
+            qa = describe(scene, rng)
+        scenes.append(scene)
+        segments.append({"type": "image", "member": f"{j}.png"})
+        segments.append({"type": "text", "text": f"Question:{qa.question} Short answer:{qa.answer}"})
+    return scenes, segments
+
+
 def write_interleaved_shards(out: OutputDir, cfg: WorldConfig, rng: random.Random, n: int, per_shard: int, corpus: Corpus) -> dict:
-    num_images = Counter()
+    """Picture pages (2-4 pictures, each followed by its caption, and a closing count) and,
+    every QUIZ_SHARE-th document, quiz pages (`quiz_segments`)."""
+    num_images, kinds = Counter(), Counter()
 
     def samples():
         for i in range(n):
             k = rng.randint(2, 4)
-            scenes = [sample_scene(rng, cfg) for _ in range(k)]
-            segments = [{"type": "text", "text": f"a page with {k} pictures."}]
             sample = {"__key__": f"doc-{i:06d}"}
+            if i % QUIZ_SHARE == QUIZ_SHARE - 1:
+                scenes, segments = quiz_segments(rng, cfg, k)
+                kinds["quiz"] += 1
+            else:
+                scenes = [sample_scene(rng, cfg) for _ in range(k)]
+                segments = [{"type": "text", "text": f"a page with {k} pictures."}]
+                for j, scene in enumerate(scenes):
+                    segments.append({"type": "image", "member": f"{j}.png"})
+                    segments.append({"type": "text", "text": f"picture {j + 1} shows {plain_caption(scene, rng.randrange(5))}"})
+                total = sum(len(s.objects) for s in scenes)
+                segments.append({"type": "text", "text": f"together the pictures show {total} shapes."})
+                kinds["pictures"] += 1
             for j, scene in enumerate(scenes):
-                member = f"{j}.png"
-                sample[member] = png_bytes(render_scene(scene))
-                segments.append({"type": "image", "member": member})
-                segments.append({"type": "text", "text": f"picture {j + 1} shows {plain_caption(scene, rng.randrange(5))}"})
-            total = sum(len(s.objects) for s in scenes)
-            segments.append({"type": "text", "text": f"together the pictures show {total} shapes."})
+                sample[f"{j}.png"] = png_bytes(render_scene(scene))
             corpus.add(*(s["text"] for s in segments if s["type"] == "text"))
             sample["json"] = {"segments": segments, "scenes": [s.to_dict() for s in scenes]}
             num_images[k] += 1
             yield sample
 
     shards = out.write_shards("pretrain/interleaved", samples(), per_shard)
-    return {"samples": n, "shards": shards, "images_per_doc": {str(k): v for k, v in sorted(num_images.items())}}
+    return {"samples": n, "shards": shards, "images_per_doc": {str(k): v for k, v in sorted(num_images.items())},
+            "pages": dict(sorted(kinds.items()))}
 
 
 # ---- instruction data -------------------------------------------------------------------
