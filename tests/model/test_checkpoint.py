@@ -79,3 +79,17 @@ def test_a_released_checkpoint_must_be_imported_first(tmp_path):
     shutil.copytree(RELEASE_FIXTURES / "checkpoint", tmp_path / "rel")
     with pytest.raises(ValueError, match="convert import"):
         XGenMM.from_pretrained(tmp_path / "rel")
+
+
+def test_loading_the_processor_prints_no_unknown_model_type_notice(tiny_model, tiny_processor, tmp_path):
+    """transformers does not know the `xgenmm` model type; a fresh process loading our
+    tokenizer must not be told about it on every load."""
+    import subprocess
+    import sys
+
+    tiny_model.save_pretrained(tmp_path / "m", processor=tiny_processor)
+    code = "import sys; from xgenmm.model import XGenMMProcessor; print(len(XGenMMProcessor.from_pretrained(sys.argv[1]).tokenizer))"
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert int(run.stdout.strip()) == len(tiny_processor.tokenizer)
+    assert "model of type" not in run.stdout + run.stderr

@@ -91,9 +91,9 @@ def release_config_to_ours(release_dir: Path, vision_config: str | None = None) 
 def _end_token_id(release_dir: Path) -> int | None:
     if not any((release_dir / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
         return None
-    from transformers import AutoTokenizer
+    from .processor import load_tokenizer
 
-    tid = AutoTokenizer.from_pretrained(release_dir).convert_tokens_to_ids("<|end|>")
+    tid = load_tokenizer(release_dir).convert_tokens_to_ids("<|end|>")
     return tid if isinstance(tid, int) and tid >= 0 else None
 
 

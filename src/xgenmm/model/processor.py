@@ -17,6 +17,17 @@ from .tokenizer import add_xgenmm_special_tokens
 PROCESSOR_FILE = "processor_config.json"
 
 
+def load_tokenizer(directory: str | Path):
+    """AutoTokenizer on a model directory. When tokenizer_config.json names the tokenizer
+    class, the model's config.json is not consulted: transformers does not know the `xgenmm`
+    model type and would print a notice about it on every load."""
+    from transformers import PretrainedConfig
+
+    cfg_file = Path(directory) / "tokenizer_config.json"
+    named = cfg_file.is_file() and bool(json.loads(cfg_file.read_text()).get("tokenizer_class"))
+    return AutoTokenizer.from_pretrained(directory, **({"config": PretrainedConfig()} if named else {}))
+
+
 class XGenMMProcessor:
     def __init__(self, image_processor: XGenMMImageProcessor, tokenizer, image_tokens_per_crop: int = 128,
                  system_prompt: str = DEFAULT_SYSTEM_PROMPT):
@@ -117,7 +128,7 @@ class XGenMMProcessor:
         directory = resolve_model_dir(directory)
         if not any((directory / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
             raise FileNotFoundError(f"{directory}: no tokenizer files")
-        tokenizer = AutoTokenizer.from_pretrained(directory)
+        tokenizer = load_tokenizer(directory)
         image_processor = XGenMMImageProcessor.from_pretrained(directory)
         settings = {}
         if (directory / PROCESSOR_FILE).exists():

@@ -34,9 +34,9 @@ def build_model(cfg: TrainConfig) -> tuple[XGenMM, XGenMMProcessor]:
 
         tokenizer = None
         if m.tokenizer:
-            from transformers import AutoTokenizer
+            from ..model.processor import load_tokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(m.tokenizer)
+            tokenizer = load_tokenizer(m.tokenizer)
         config = preset_config(m.preset, tokenizer=tokenizer, **m.preset_overrides)
         if tokenizer is None:
             raise ValueError(f"model.tokenizer: a fresh {m.preset} model needs its tokenizer directory")
