@@ -59,3 +59,25 @@ def make_image(w: int, h: int, seed: int = 0) -> Image.Image:
     g = torch.Generator().manual_seed(seed)
     arr = torch.randint(0, 256, (h, w, 3), generator=g, dtype=torch.uint8).numpy()
     return Image.fromarray(arr, "RGB")
+
+
+# One small world per test session, written through the `synth` command's own parser.
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory):
+    import argparse
+
+    from xgenmm.synth.commands import register
+
+    parser = argparse.ArgumentParser(prog="xgenmm")
+    register(parser.add_subparsers(dest="command"))
+    out = tmp_path_factory.mktemp("world") / "w"
+    args = parser.parse_args(["synth", "--out", str(out), "--seed", "0", "--preset", "standard", "--size", "small"])
+    assert args.func(args) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_manifest(small_world):
+    import json
+
+    return json.loads((small_world / "manifest.json").read_text())

@@ -10,8 +10,8 @@ import torch
 
 from xgenmm.demo.presets import model_overrides
 from xgenmm.demo.vision_pretrain import (
-    VisionPretrainConfig, build_siglip, copy_vision_tower, fact_text, hard_negative, pretrain_vision, scene_facts,
-    sigmoid_loss,
+    VisionPretrainConfig, build_siglip, cell_facts, copy_vision_tower, fact_text, hard_negative, pretrain_vision,
+    scene_facts, sigmoid_loss,
 )
 from xgenmm.model.image_processing import to_tensor
 from xgenmm.synth.language import plain_caption
@@ -31,7 +31,7 @@ def scenes(n: int, seed: int = 0):
 
 
 def items(n: int, seed: int = 0):
-    return [((to_tensor(render_scene(s)) - 0.5) / 0.5, scene_facts(s.to_dict())) for s in scenes(n, seed)]
+    return [(to_tensor(render_scene(s)), scene_facts(s.to_dict())) for s in scenes(n, seed)]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_sigmoid_loss_with_identity_labels_is_siglips_own_loss(world_tokenizer):
 
 
 def test_loss_decreases_in_a_few_steps(world_tokenizer):
-    cfg = VisionPretrainConfig(seconds=600, max_steps=20, batch_images=12, negatives_per_image=2, lr=3e-3,
+    cfg = VisionPretrainConfig(max_steps=20, batch_images=12, negatives_per_image=2, lr=3e-3,
                                text_hidden=32, seed=0)
     model = build_siglip(SMALL_VISION, world_tokenizer, cfg)
     res = pretrain_vision(model, items(64), items(16, seed=5), WORLD_INFO, world_tokenizer, cfg, progress=False)
@@ -101,3 +101,47 @@ def test_trained_tower_is_copied_into_xgenmm_and_frozen(world_tokenizer):
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
     assert not any(p.requires_grad for p in model.vision_encoder.parameters())
     assert model.vision_encoder.cfg.frozen
+
+
+def test_cell_facts_are_each_cells_content_without_position():
+    rng = random.Random(3)
+    for scene in scenes(20):
+        cells = cell_facts(scene.to_dict(), WORLD.num_cells)
+        for o in scene.objects:
+            assert cells[o.cell] == {("obj", o.kind, o.colour, o.size, None)}
+            assert fact_text(("obj", o.kind, o.colour, o.size, None)) == f"a {o.size} {o.colour} {o.kind}"
+        for w in scene.words:
+            assert cells[w.cell] == {("word", w.text, None)}
+        for f in set().union(*cells):
+            assert hard_negative(f, WORLD_INFO, rng)[-1] is None  # a tile's negative changes what, never where
+        assert sum(map(bool, cells)) == len(scene.objects) + len(scene.words)
+
+
+def test_anyres_caption_items_are_the_cells_tiles(small_world, small_manifest):
+    """With the demo's layout (one grid, the canvas, cut into the scene's cells), each item is
+    one cell's tile, pixel for pixel, with that cell's facts; one empty tile per image."""
+    import json
+
+    from PIL import Image
+
+    from xgenmm.demo.assemble import caption_images
+    from xgenmm.model.image_processing import XGenMMImageProcessor
+
+    info = small_manifest["world"]
+    canvas, grid = info["image_size"], info["grid"]
+    tile = canvas // grid
+    proc = XGenMMImageProcessor(tile, "anyres", [[canvas, canvas]])
+    got = caption_images(small_world, proc, limit=1)
+    import webdataset as wds
+
+    first = next(iter(wds.WebDataset([str(small_world / small_manifest["paths"]["captions"][0])], shardshuffle=False)))
+    scene = json.loads(first["json"])["scene"]
+    image = Image.open(__import__("io").BytesIO(first["png"])).convert("RGB")
+    cells = cell_facts(scene, grid * grid)
+    expect = [c for c in range(grid * grid) if cells[c]]
+    assert [fs for _, fs in got[: len(expect)]] == [cells[c] for c in expect]
+    assert len(got) == len(expect) + 1 and got[-1][1] == set()  # and one empty tile
+    for (crop, _), c in zip(got, expect):
+        r, k = divmod(c, grid)
+        want = to_tensor(image.crop((k * tile, r * tile, (k + 1) * tile, (r + 1) * tile)))
+        assert torch.allclose(crop, want, atol=1e-6)

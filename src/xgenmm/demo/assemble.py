@@ -15,16 +15,22 @@ from ..model import XGenMM
 from ..model.image_processing import XGenMMImageProcessor, load_image
 from ..model.presets import preset_config
 from ..train.build import processor_for
-from .vision_pretrain import scene_facts
+from .vision_pretrain import cell_facts, scene_facts
 
 log = logging.getLogger("xgenmm.demo")
 
 
 def caption_images(world_dir: Path, image_processor: XGenMMImageProcessor, limit: int | None = None) -> list:
     """[(crop [3, S, S], facts)] from the world's caption shards, read with the data
-    subsystem's WebDataset source (the same reader the pretraining stage uses)."""
+    subsystem's WebDataset source (the same reader the pretraining stage uses).
+
+    A squash or pad processor gives one item per image with the scene's facts. An anyres
+    processor whose grid cuts the canvas into the scene's cells gives one item per tile that
+    holds something, with that cell's facts (no position: a tile does not know where it is),
+    plus one empty tile per image, so that the tower also learns what "nothing" looks like."""
     manifest = json.loads((world_dir / "manifest.json").read_text())
     shards = [str(world_dir / p) for p in manifest["paths"]["captions"]]
+    num_cells = manifest["world"]["grid"] ** 2
     items = []
     for raw in open_source(SourceConfig(path=shards, shuffle=False)).iterate(0):
         rec = raw.record()
@@ -32,7 +38,17 @@ def caption_images(world_dir: Path, image_processor: XGenMMImageProcessor, limit
         if scene is None:
             raise ValueError(f"{raw.id}: caption sample has no scene metadata (json member); regenerate the world")
         image = load_image(rec["image"].data if rec["image"].data is not None else rec["image"].path, name=raw.id)
-        items.append((image_processor.preprocess_one(image)[0], scene_facts(scene)))
+        crops = image_processor.preprocess_one(image)
+        if image_processor.mode != "anyres":
+            items.append((crops[0], scene_facts(scene)))
+        else:
+            if crops.shape[0] != 1 + num_cells:
+                raise ValueError(f"{raw.id}: {crops.shape[0] - 1} anyres tiles, but the world has {num_cells} cells; "
+                                 "the grid must cut the canvas into its cells")
+            facts = cell_facts(scene, num_cells)
+            empty = [c for c in range(num_cells) if not facts[c]]
+            keep = [c for c in range(num_cells) if facts[c]] + empty[len(items) % max(1, len(empty)):][:1]
+            items.extend((crops[1 + c], facts[c]) for c in keep)
         if limit is not None and len(items) >= limit:
             break
     return items

@@ -19,9 +19,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the world, the model and every stage")
     p.add_argument("--world", choices=("easy", "standard", "hard"), default=None,
                    help="the synthetic world's difficulty (default: the preset's, easy)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads for every stage (default 1: the tiny model gains little from more, and one "
-                   "thread stays fast on a machine shared with other jobs; 0: torch's default)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads for every stage (default 0: torch's default, one per core; on a machine shared "
+                   "with other jobs, 1 can be faster)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.set_defaults(func=_run)
 

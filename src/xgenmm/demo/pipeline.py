@@ -205,7 +205,7 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
         t = time.perf_counter()
         if stage == "vision":
             img = overrides["image"]
-            items = caption_images(world, XGenMMImageProcessor(img["image_size"], "squash", img["grids"]))
+            items = caption_images(world, XGenMMImageProcessor(img["image_size"], img["mode"], img["grids"]))
             held, train = items[:min(VISION_HELD_OUT, len(items) // 5)], items[min(VISION_HELD_OUT, len(items) // 5):]
             torch.manual_seed(seed)
             siglip = build_siglip(overrides["vision"]["hf_config"], tokenizer, p.vision)

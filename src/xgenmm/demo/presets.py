@@ -2,12 +2,11 @@
 each stage trains. `full` (the default) is sized to learn the world in about ten minutes on
 two CPU cores; `quick` is the CI smoke test (every stage, every file, a few minutes).
 
-The model is the `tiny` preset re-shaped for the world (see `model_overrides`): the world's
-96-pixel canvas is one crop at its native size (no resampling blur), patch 16 makes each of
-the 3x3 scene cells exactly 2x2 patches, so "what is at the top-left" is a question about
-four fixed vision tokens, and a 16 px patch still holds a whole bold glyph of a word. A linear
-probe on such a tower reads each cell's content almost perfectly, where 32 px patches (one
-token per cell) lose most of it and 64 px crops with patch 8 cut cells across patches.
+The model is the `tiny` preset re-shaped for the world (see `model_overrides`): any-resolution
+processing cuts the 96-pixel canvas into its 3x3 cells, one 32-pixel tile per cell (patch 8,
+so 4x4 tokens per tile and a bold glyph of a word spans two patches), each tile read by the
+resampler into one token: what a cell holds is in its tile's tokens, where it is is the tile's
+place in the sequence.
 """
 
 from __future__ import annotations
@@ -23,17 +22,25 @@ SHORT_SYSTEM_PROMPT = "A chat between a user and an assistant."
 STAGES = ("vision", "pretrain", "sft_single", "sft_multi", "dpo", "safety")  # in order; `vision` is the SigLIP stage
 
 
-def model_overrides(image_size: int = 96, patch: int = 16, width: int = 64, latents: int = 16) -> dict:
+def model_overrides(canvas: int = 96, grid: int = 3, patch: int = 8, width: int = 64, latents: int = 1) -> dict:
     """`preset_config("tiny", tokenizer=..., **model_overrides())` sections: vision tower,
-    resampler and image settings aligned with the world's canvas and cells."""
+    resampler and image settings aligned with the world's canvas and cells.
+
+    Any-resolution processing with one grid, the canvas itself, cuts a `canvas`-pixel image
+    into its `grid` x `grid` cells, one tile (one crop of the tower) per cell, after the base
+    crop; with `tiles` token grouping each tile goes through the resampler on its own. So the
+    resampler only has to say what one cell holds, which it learns fast, and where a thing is
+    becomes which tile it is in: the tiles' order in the LM's sequence, which the LM learns.
+    (One 96-pixel crop for the whole scene asks the resampler to route each cell's content to
+    its own latents; its attention starts uniform and stays so for longer than the demo can
+    train, and every question about a cell stays at chance.)"""
+    tile = canvas // grid
     return {
         "vision": {"hf_config": dict(hidden_size=width, intermediate_size=4 * width, num_hidden_layers=2,
-                                     num_attention_heads=2, image_size=image_size, patch_size=patch)},
+                                     num_attention_heads=2, image_size=tile, patch_size=patch)},
         "resampler": {"dim": width, "out_dim": 128, "num_latents": latents, "depth": 2, "heads": 4, "dim_head": 32,
                       "ff_mult": 2},
-        # One fixed-resolution crop per image: the world's images are exactly one crop.
-        "image": {"image_size": image_size, "mode": "squash", "token_grouping": "tiles",
-                  "grids": [[image_size, 2 * image_size], [2 * image_size, image_size], [2 * image_size, 2 * image_size]]},
+        "image": {"image_size": tile, "mode": "anyres", "token_grouping": "tiles", "grids": [[canvas, canvas]]},
     }
 
 
@@ -52,7 +59,7 @@ class DemoPreset:
     mix_single: int = 0  # single-image SFT samples mixed into multi-image SFT (per epoch)
     mix_sft_into_safety: int = 0  # SFT samples mixed into safety tuning (the recipe mixes 5k into VLGuard's 2k)
     system_prompt: str | None = None  # the chat's system prompt (None: the release's default)
-    model_shape: dict = field(default_factory=dict)  # model_overrides() arguments (image_size, patch, width, latents)
+    model_shape: dict = field(default_factory=dict)  # model_overrides() arguments (canvas, grid, patch, width, latents)
     trainer_overrides: dict = field(default_factory=dict)  # trainer stage -> extra `key.sub=value` overrides
 
 
@@ -66,14 +73,13 @@ FULL = DemoPreset(
     # pope_images, multi/kind, grounding, safety_eval, vqa_train/kind, caption_train
     world_size=WorldSize(2000, 200, 500, 4000, 1000, 500, 400, 40, 40, 60, 50, 30, 40, 60, 6, 20),
     tokenizer_vocab=640,
-    vision=VisionPretrainConfig(seconds=60.0, max_steps=500),
+    vision=VisionPretrainConfig(max_steps=400),
     steps={"pretrain": 100, "sft_single": 600, "sft_multi": 150, "dpo": 40, "safety": 40},
     batch={"pretrain": 8, "sft_single": 32, "sft_multi": 32, "dpo": 16, "safety": 32},
     dpo_heldout=100,
     mix_single=1000,
     mix_sft_into_safety=400,
     system_prompt=SHORT_SYSTEM_PROMPT,
-    trainer_overrides={"sft_single": ["optim.lr=3e-3"]},
 )
 
 QUICK = DemoPreset(
@@ -83,14 +89,13 @@ QUICK = DemoPreset(
     world_preset="easy",
     world_size=WorldSize(300, 30, 150, 800, 200, 120, 100, 24, 8, 16, 12, 8, 8, 20, 4, 8),
     tokenizer_vocab=640,
-    vision=VisionPretrainConfig(seconds=15.0, max_steps=120),
+    vision=VisionPretrainConfig(max_steps=100),
     steps={"pretrain": 20, "sft_single": 160, "sft_multi": 15, "dpo": 8, "safety": 8},
     batch={"pretrain": 8, "sft_single": 32, "sft_multi": 32, "dpo": 16, "safety": 32},
     dpo_heldout=40,
     mix_single=200,
     mix_sft_into_safety=120,
     system_prompt=SHORT_SYSTEM_PROMPT,
-    trainer_overrides={"sft_single": ["optim.lr=3e-3"]},
 )
 
 PRESETS = {"full": FULL, "quick": QUICK}

@@ -34,8 +34,8 @@ log = logging.getLogger("xgenmm.demo")
 
 @dataclass
 class VisionPretrainConfig:
-    seconds: float = 60.0  # wall-clock budget; training stops at this or at max_steps
-    max_steps: int = 3000  # optimiser steps at most
+    max_steps: int = 3000  # optimiser steps (the budget: same steps, same tower, whatever the machine's load)
+    seconds: float | None = None  # optional wall-clock cap (a capped run depends on the machine's speed)
     batch_images: int = 32  # images per batch
     negatives_per_image: int = 4  # hard-negative clauses drawn per image
     lr: float = 5e-3  # AdamW peak learning rate (short linear warmup, then constant)
@@ -59,12 +59,13 @@ def _article(word: str) -> str:
 
 
 def fact_text(f: Fact) -> str:
-    """The caption clause of a fact, worded as the world's plain captions word it."""
+    """The caption clause of a fact, worded as the world's plain captions word it (without
+    "at the ..." for a tile's fact, whose position is None)."""
+    where = "" if f[-1] is None else f" at the {f[-1]}"
     if f[0] == "obj":
-        _, kind, colour, size, pos = f
-        return f"{_article(size)} {size} {colour} {kind} at the {pos}"
-    _, text, pos = f
-    return f'the word "{text}" at the {pos}'
+        _, kind, colour, size, _ = f
+        return f"{_article(size)} {size} {colour} {kind}{where}"
+    return f'the word "{f[1]}"{where}'
 
 
 def scene_facts(scene: dict) -> set[Fact]:
@@ -74,12 +75,23 @@ def scene_facts(scene: dict) -> set[Fact]:
     return facts
 
 
+def cell_facts(scene: dict, num_cells: int) -> list[set[Fact]]:
+    """The facts of each cell of a scene dict, in reading order, without positions: what a
+    tile of the cell shows."""
+    cells: list[set[Fact]] = [set() for _ in range(num_cells)]
+    for o in scene["objects"]:
+        cells[o["cell"]].add(("obj", o["kind"], o["colour"], o["size"], None))
+    for w in scene["words"]:
+        cells[w["cell"]].add(("word", w["text"], None))
+    return cells
+
+
 def hard_negative(f: Fact, world: dict, rng: random.Random) -> Fact:
     """`f` with one attribute changed to another value of the world."""
     cells = world["cell_names"]
     if f[0] == "obj":
         _, kind, colour, size, pos = f
-        choices = ["colour", "kind", "position"] + (["size"] if len(world["sizes"]) > 1 else [])
+        choices = ["colour", "kind"] + (["position"] if pos is not None else []) + (["size"] if len(world["sizes"]) > 1 else [])
         what = rng.choice(choices)
         if what == "colour":
             colour = rng.choice([c for c in world["colours"] if c != colour])
@@ -91,13 +103,13 @@ def hard_negative(f: Fact, world: dict, rng: random.Random) -> Fact:
             pos = rng.choice([c for c in cells if c != pos])
         return ("obj", kind, colour, size, pos)
     _, text, pos = f
-    if rng.random() < 0.5 and len(world["words"]) > 1:
+    if (pos is None or rng.random() < 0.5) and len(world["words"]) > 1:
         return ("word", rng.choice([w for w in world["words"] if w != text]), pos)
     return ("word", text, rng.choice([c for c in cells if c != pos]))
 
 
-def random_fact(world: dict, rng: random.Random) -> Fact:
-    pos = rng.choice(world["cell_names"])
+def random_fact(world: dict, rng: random.Random, positions: bool = True) -> Fact:
+    pos = rng.choice(world["cell_names"]) if positions else None
     if rng.random() < 0.2:
         return ("word", rng.choice(world["words"]), pos)
     return ("obj", rng.choice(world["shapes"]), rng.choice(world["colours"]), rng.choice(world["sizes"]), pos)
@@ -154,13 +166,14 @@ class VisionPretrainResult:
 def _batch(items: list, world: dict, cfg: VisionPretrainConfig, rng: random.Random, tokenizer):
     pixels = torch.stack([p for p, _ in items])
     facts: dict[Fact, None] = {}
+    positions = any(f[-1] is not None for _, fs in items for f in fs)  # whole scenes, not tiles
     for _, fs in items:
         for f in fs:
             facts.setdefault(f, None)
             for _ in range(max(1, cfg.negatives_per_image // max(1, len(fs)))):
                 facts.setdefault(hard_negative(f, world, rng), None)
-        if not fs:
-            facts.setdefault(random_fact(world, rng), None)
+        if not fs:  # an empty tile (or scene): some clause must be false of it
+            facts.setdefault(random_fact(world, rng, positions), None)
     order = list(facts)
     labels = torch.tensor([[float(f in fs) for f in order] for _, fs in items])
     return pixels, encode_texts(tokenizer, [fact_text(f) for f in order], cfg.max_text_tokens), labels
@@ -182,7 +195,7 @@ def pretrain_vision(model: SiglipModel, train: list, held_out: list, world: dict
     bar = tqdm(total=cfg.max_steps, desc="vision pretraining (sigmoid loss)", unit="step", disable=not progress,
                dynamic_ncols=True)
     order: list[int] = []
-    while step < cfg.max_steps and time.perf_counter() - start < cfg.seconds:
+    while step < cfg.max_steps and (cfg.seconds is None or time.perf_counter() - start < cfg.seconds):
         if len(order) < cfg.batch_images:
             more = list(range(len(train)))
             rng.shuffle(more)
