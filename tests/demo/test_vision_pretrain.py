@@ -120,8 +120,10 @@ def test_cell_facts_are_each_cells_content_without_position():
 def test_anyres_caption_items_are_the_cells_tiles(small_world, small_manifest):
     """With the demo's layout (one grid, the canvas, cut into the scene's cells), each item is
     one cell's tile, pixel for pixel, with that cell's facts; one empty tile per image."""
+    import io
     import json
 
+    import webdataset as wds
     from PIL import Image
 
     from xgenmm.demo.assemble import caption_images
@@ -132,11 +134,9 @@ def test_anyres_caption_items_are_the_cells_tiles(small_world, small_manifest):
     tile = canvas // grid
     proc = XGenMMImageProcessor(tile, "anyres", [[canvas, canvas]])
     got = caption_images(small_world, proc, limit=1)
-    import webdataset as wds
-
     first = next(iter(wds.WebDataset([str(small_world / small_manifest["paths"]["captions"][0])], shardshuffle=False)))
     scene = json.loads(first["json"])["scene"]
-    image = Image.open(__import__("io").BytesIO(first["png"])).convert("RGB")
+    image = Image.open(io.BytesIO(first["png"])).convert("RGB")
     cells = cell_facts(scene, grid * grid)
     expect = [c for c in range(grid * grid) if cells[c]]
     assert [fs for _, fs in got[: len(expect)]] == [cells[c] for c in expect]

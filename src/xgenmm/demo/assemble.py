@@ -46,8 +46,10 @@ def caption_images(world_dir: Path, image_processor: XGenMMImageProcessor, limit
                 raise ValueError(f"{raw.id}: {crops.shape[0] - 1} anyres tiles, but the world has {num_cells} cells; "
                                  "the grid must cut the canvas into its cells")
             facts = cell_facts(scene, num_cells)
+            keep = [c for c in range(num_cells) if facts[c]]
             empty = [c for c in range(num_cells) if not facts[c]]
-            keep = [c for c in range(num_cells) if facts[c]] + empty[len(items) % max(1, len(empty)):][:1]
+            if empty:  # which empty cell rotates from image to image
+                keep.append(empty[len(items) % len(empty)])
             items.extend((crops[1 + c], facts[c]) for c in keep)
         if limit is not None and len(items) >= limit:
             break

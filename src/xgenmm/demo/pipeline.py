@@ -43,7 +43,7 @@ TITLES = {
     "dpo": "DPO with LoRA",
     "safety": "safety tuning with LoRA",
 }
-VISION_HELD_OUT = 200  # caption images kept out of vision pretraining to measure it
+VISION_HELD_OUT = 200  # caption items (images, or tiles) kept out of vision pretraining to measure it
 
 
 def config_dir() -> Path:
