@@ -145,3 +145,31 @@ def test_anyres_caption_items_are_the_cells_tiles(small_world, small_manifest):
         r, k = divmod(c, grid)
         want = to_tensor(image.crop((k * tile, r * tile, (k + 1) * tile, (r + 1) * tile)))
         assert torch.allclose(crop, want, atol=1e-6)
+
+
+def test_whiten_projection_centres_and_whitens_the_resampler_tokens(world_tokenizer):
+    from xgenmm.demo.assemble import initial_model, whiten_projection
+
+    overrides = model_overrides(width=32)
+    overrides["vision"]["hf_config"].update(intermediate_size=64, num_hidden_layers=1)
+    overrides["resampler"]["dim"] = 32
+    model = initial_model(world_tokenizer, overrides, seed=0)
+    g = torch.Generator().manual_seed(0)
+    # Images whose crops vary mostly along one pixel direction: colour-dominated, as the world's.
+    pixels = [(torch.rand(10, 1, 1, 1, generator=g) * torch.ones(10, 3, 32, 32) +
+               0.05 * torch.randn(10, 3, 32, 32, generator=g)).clamp(-1, 1) for _ in range(120)]
+    sizes = [(96, 96)] * len(pixels)
+    with torch.no_grad():
+        before = model.encode_images(pixels, sizes)[0]
+    stats = whiten_projection(model, pixels, sizes, eps=1e-6)
+    with torch.no_grad():
+        after = model.encode_images(pixels, sizes)[0]
+    assert after.shape == before.shape == (120 * 10, model.config.resampler.out_dim)
+    assert after.mean(0).abs().max() < 1e-3
+    spectrum = torch.linalg.eigvalsh(torch.cov(after.double().T)).flip(0)
+    assert spectrum[:8] == pytest.approx(torch.ones(8, dtype=torch.float64), abs=0.02)  # unit variance per direction
+    assert spectrum.max() < 1.02 and 0.0 < stats["top4_variance_share"] <= 1.0
+    before_spectrum = torch.linalg.eigvalsh(torch.cov(before.double().T)).flip(0)
+    assert before_spectrum[0] > 50 * before_spectrum[8]  # it was far from white
+    with pytest.raises(ValueError, match="give more images"):
+        whiten_projection(model, pixels[:2], sizes[:2])

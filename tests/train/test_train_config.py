@@ -53,6 +53,10 @@ def test_overrides_set_nested_fields_with_yaml_values(tmp_path):
     assert cfg.data.batch.packing is True
     assert cfg.lora.target_modules == ["qkv_proj"]
     assert cfg.schedule.epochs == 2
+    cfg = load_config(None, ["model.preset=tiny", "data.source=x", "optim.lr_scale.vision_tokenizer=0.1"], check_paths=False)
+    assert cfg.optim.lr_scale == {"vision_tokenizer": 0.1}
+    with pytest.raises(ConfigError, match="optim.lr_scale.vision_tokenizer: expected a positive number, got -1"):
+        load_config(None, ["model.preset=tiny", "data.source=x", "optim.lr_scale.vision_tokenizer=-1"], check_paths=False)
 
 
 def test_cross_field_rules_of_the_stages(tmp_path):

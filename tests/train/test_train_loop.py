@@ -82,6 +82,28 @@ def test_weight_decay_skips_norms_biases_latents_and_embeddings(tiny_model):
     assert not any(n.startswith("vision_encoder") for n in decay | no_decay)  # frozen: not optimised
 
 
+def test_lr_scale_gives_a_module_its_own_learning_rate(tiny_model):
+    from xgenmm.train.optim import build_optimizer, build_scheduler
+
+    cfg = OptimSection(lr=1e-3, weight_decay=0.1, lr_scale={"vision_tokenizer": 0.1, "vision_tokenizer.projection": 0.5})
+    groups = param_groups(tiny_model, cfg)
+    lr_of = {n: g.get("lr", cfg.lr) for g in groups for n in g["names"]}
+    assert lr_of["vision_tokenizer.latents"] == pytest.approx(1e-4)
+    assert lr_of["vision_tokenizer.projection.weight"] == pytest.approx(5e-4)  # the longer prefix wins
+    assert lr_of["lang_model.model.layers.0.self_attn.qkv_proj.weight"] == 1e-3
+    assert "lr" not in groups[0]  # the base-lr groups come first: the logged lr is the peak lr
+    assert {n for g in groups for n in g["names"]} == {n for n, p in tiny_model.named_parameters() if p.requires_grad}
+    # The schedule scales every group's own peak.
+    opt = build_optimizer(tiny_model, cfg)
+    sched = build_scheduler(opt, ScheduleSection(max_steps=10, warmup_steps=2))
+    assert sorted(set(sched.base_lrs)) == pytest.approx([1e-4, 5e-4, 1e-3])
+    assert sorted({g["lr"] for g in opt.param_groups}) == pytest.approx([0.5e-4, 2.5e-4, 0.5e-3])  # warmup step 1 of 2
+    with pytest.raises(ValueError, match=r"optim.lr_scale: \['vision_tower'\] name no trainable parameter"):
+        param_groups(tiny_model, OptimSection(lr_scale={"vision_tower": 0.1}))
+    with pytest.raises(ValueError, match="optim.lr_scale.vision_tokenizer: expected a positive number"):
+        param_groups(tiny_model, OptimSection(lr_scale={"vision_tokenizer": 0}))
+
+
 def test_schedule_warms_up_linearly_then_follows_a_cosine():
     s = ScheduleSection(max_steps=10, warmup_steps=2, kind="cosine", min_lr_ratio=0.1)
     assert [lr_factor(i, s) for i in (0, 1)] == [0.5, 1.0]

@@ -24,7 +24,7 @@ import yaml
 from ..model import XGenMM
 from ..model.image_processing import XGenMMImageProcessor
 from ..model.processor import XGenMMProcessor
-from .assemble import caption_images, initial_model, save_initial
+from .assemble import caption_images, initial_model, save_initial, whiten_projection, whitening_images
 from .evaluation import PREFERENCE_STAGES, evaluate_stage, preference_accuracy, read_pairs
 from .presets import STAGES, DemoPreset, get_preset, model_overrides
 from .scorecard import Scorecard, plot_losses, read_trainer_losses, write_scorecard
@@ -213,6 +213,12 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
             curves["vision (sigmoid loss)"] = list(enumerate(res.losses, 1))
             model = initial_model(tokenizer, overrides, seed)
             copy_vision_tower(siglip, model)
+            if p.whiten_images:
+                pixels, sizes = whitening_images(world, XGenMMImageProcessor(img["image_size"], img["mode"], img["grids"]),
+                                                 p.whiten_images)
+                white = whiten_projection(model, pixels, sizes, seed=seed)
+                print(f"resampler projection whitened on {len(pixels)} images (the top 4 of its input's directions "
+                      f"held {white['top4_variance_share']:.0%} of the variance)", flush=True)
             save_initial(model, tokenizer, run / "stages" / "init", p.system_prompt)
             print(f"vision tower: {res.steps} steps in {res.seconds:.0f} s; held-out pair accuracy "
                   f"{res.pair_accuracy:.3f}, true clause over its hard negatives {res.hard_negative_accuracy:.3f}", flush=True)

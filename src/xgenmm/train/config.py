@@ -72,6 +72,7 @@ class OptimSection:
     no_decay: list = field(default_factory=lambda: ["norm", "bias", "latents", "embedding", "lora"])  # exempt kinds
     grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
     grad_accum: int = 1  # micro-batches per optimiser step (per rank)
+    lr_scale: dict = field(default_factory=dict)  # module prefix -> lr multiplier, e.g. {vision_tokenizer: 0.1}
 
 
 @dataclass
@@ -256,6 +257,9 @@ def validate(cfg: TrainConfig, check_paths: bool = True) -> list[str]:
     for k in o.no_decay:
         if k not in NO_DECAY_KINDS:
             p.append(f"optim.no_decay: {k!r} is not one of {', '.join(NO_DECAY_KINDS)}")
+    for k, v in o.lr_scale.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+            p.append(f"optim.lr_scale.{k}: expected a positive number, got {v!r}")
     if o.grad_clip < 0:
         p.append("optim.grad_clip: must be >= 0")
     if o.grad_accum < 1:

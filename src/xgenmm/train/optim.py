@@ -26,28 +26,53 @@ def param_kind(name: str, param: nn.Parameter, module: nn.Module) -> str:
     return "weight"
 
 
+_WRAPPERS = ("module.", "_orig_mod.")  # DDP and torch.compile name prefixes
+
+
+def lr_scale_of(name: str, lr_scale: dict) -> float:
+    """The multiplier of the longest `lr_scale` prefix that names `name`'s module (a prefix
+    matches whole dotted components: `vision_tokenizer` matches `vision_tokenizer.norm.weight`,
+    not `vision_tokenizer2.x`); 1.0 when none does."""
+    while name.startswith(_WRAPPERS):
+        name = name.split(".", 1)[1]
+    best, scale = -1, 1.0
+    for prefix, factor in lr_scale.items():
+        if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > best:
+            best, scale = len(prefix), float(factor)
+    return scale
+
+
 def param_groups(model: nn.Module, cfg: OptimSection) -> list[dict]:
-    """Two AdamW groups: weight decay on plain weights, none on the configured kinds. Only
-    trainable parameters; named so that a checkpoint records which went where."""
+    """AdamW groups: weight decay on plain weights, none on the configured kinds, each split
+    by learning-rate multiplier (`cfg.lr_scale`, module prefix -> factor; LLaVA's separate
+    projector lr). Only trainable parameters; named so that a checkpoint records which went
+    where. Groups at the base lr come first (the logged lr is the first group's)."""
+    for prefix, factor in cfg.lr_scale.items():
+        if not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0:
+            raise ValueError(f"optim.lr_scale.{prefix}: expected a positive number, got {factor!r}")
     owner = {}
     for mod_name, module in model.named_modules():
         for p_name, _ in module.named_parameters(recurse=False):
             owner[f"{mod_name}.{p_name}" if mod_name else p_name] = module
-    decay, no_decay, decay_names, no_decay_names = [], [], [], []
+    buckets: dict[tuple[float, bool], tuple[list, list]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if param_kind(name, p, owner[name]) in cfg.no_decay:
-            no_decay.append(p)
-            no_decay_names.append(name)
-        else:
-            decay.append(p)
-            decay_names.append(name)
+        scale = lr_scale_of(name, cfg.lr_scale)
+        decays = param_kind(name, p, owner[name]) not in cfg.no_decay
+        params, names = buckets.setdefault((scale, decays), ([], []))
+        params.append(p)
+        names.append(name)
+    unused = [k for k in cfg.lr_scale if not any(lr_scale_of(n, {k: 2.0}) == 2.0 for _, names in buckets.values() for n in names)]
+    if unused:
+        raise ValueError(f"optim.lr_scale: {unused} name no trainable parameter of the model "
+                         f"(top-level modules: {sorted({n.split('.', 1)[0] for _, ns in buckets.values() for n in ns})})")
     groups = []
-    if decay:
-        groups.append({"params": decay, "weight_decay": cfg.weight_decay, "names": decay_names})
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0, "names": no_decay_names})
+    for (scale, decays), (params, names) in sorted(buckets.items(), key=lambda kv: (kv[0][0] != 1.0, not kv[0][1])):
+        group = {"params": params, "weight_decay": cfg.weight_decay if decays else 0.0, "names": names}
+        if scale != 1.0:
+            group["lr"] = cfg.lr * scale
+        groups.append(group)
     return groups
 
 
