@@ -98,8 +98,10 @@ def test_lr_scale_gives_a_module_its_own_learning_rate(tiny_model):
     sched = build_scheduler(opt, ScheduleSection(max_steps=10, warmup_steps=2))
     assert sorted(set(sched.base_lrs)) == pytest.approx([1e-4, 5e-4, 1e-3])
     assert sorted({g["lr"] for g in opt.param_groups}) == pytest.approx([0.5e-4, 2.5e-4, 0.5e-3])  # warmup step 1 of 2
-    with pytest.raises(ValueError, match=r"optim.lr_scale: \['vision_tower'\] name no trainable parameter"):
+    with pytest.raises(ValueError, match=r"optim.lr_scale: \['vision_tower'\] name no parameter of the model"):
         param_groups(tiny_model, OptimSection(lr_scale={"vision_tower": 0.1}))
+    frozen = param_groups(tiny_model, OptimSection(lr_scale={"vision_encoder": 0.1}))  # frozen: nothing to scale
+    assert all("lr" not in g for g in frozen)
     with pytest.raises(ValueError, match="optim.lr_scale.vision_tokenizer: expected a positive number"):
         param_groups(tiny_model, OptimSection(lr_scale={"vision_tokenizer": 0}))
 

@@ -46,7 +46,7 @@ def param_groups(model: nn.Module, cfg: OptimSection) -> list[dict]:
     """AdamW groups: weight decay on plain weights, none on the configured kinds, each split
     by learning-rate multiplier (`cfg.lr_scale`, module prefix -> factor; LLaVA's separate
     projector lr). Only trainable parameters; named so that a checkpoint records which went
-    where. Groups at the base lr come first (the logged lr is the first group's)."""
+    where. A prefix that names no parameter of the model is an error. Groups at the base lr come first (the logged lr is the first group's)."""
     for prefix, factor in cfg.lr_scale.items():
         if not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0:
             raise ValueError(f"optim.lr_scale.{prefix}: expected a positive number, got {factor!r}")
@@ -63,10 +63,12 @@ def param_groups(model: nn.Module, cfg: OptimSection) -> list[dict]:
         params, names = buckets.setdefault((scale, decays), ([], []))
         params.append(p)
         names.append(name)
-    unused = [k for k in cfg.lr_scale if not any(lr_scale_of(n, {k: 2.0}) == 2.0 for _, names in buckets.values() for n in names)]
-    if unused:
-        raise ValueError(f"optim.lr_scale: {unused} name no trainable parameter of the model "
-                         f"(top-level modules: {sorted({n.split('.', 1)[0] for _, ns in buckets.values() for n in ns})})")
+    # A prefix that names no parameter at all is a typo; one that names only frozen ones is not.
+    every = [n for n, _ in model.named_parameters()]
+    unknown = [k for k in cfg.lr_scale if not any(lr_scale_of(n, {k: 2.0}) == 2.0 for n in every)]
+    if unknown:
+        raise ValueError(f"optim.lr_scale: {unknown} name no parameter of the model "
+                         f"(top-level modules: {sorted({n.split('.', 1)[0] for n in every})})")
     groups = []
     for (scale, decays), (params, names) in sorted(buckets.items(), key=lambda kv: (kv[0][0] != 1.0, not kv[0][1])):
         group = {"params": params, "weight_decay": cfg.weight_decay if decays else 0.0, "names": names}
