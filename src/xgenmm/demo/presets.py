@@ -6,7 +6,9 @@ The model is the `tiny` preset re-shaped for the world (see `model_overrides`): 
 processing cuts the 96-pixel canvas into its 3x3 cells, one 32-pixel tile per cell (patch 8,
 so 4x4 tokens per tile and a bold glyph of a word spans two patches), each tile read by the
 resampler into one token: what a cell holds is in its tile's tokens, where it is is the tile's
-place in the sequence.
+place in the sequence. The resampler's output projection starts whitened on the world's
+images (`assemble.whiten_projection`) and the resampler then stays frozen (the stage YAMLs
+in configs/demo say why).
 """
 
 from __future__ import annotations
