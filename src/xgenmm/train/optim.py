@@ -46,7 +46,8 @@ def param_groups(model: nn.Module, cfg: OptimSection) -> list[dict]:
     """AdamW groups: weight decay on plain weights, none on the configured kinds, each split
     by learning-rate multiplier (`cfg.lr_scale`, module prefix -> factor; LLaVA's separate
     projector lr). Only trainable parameters; named so that a checkpoint records which went
-    where. A prefix that names no parameter of the model is an error. Groups at the base lr come first (the logged lr is the first group's)."""
+    where. A prefix that names no parameter of the model is an error. Groups at the base lr
+    come first (the logged lr is the first group's)."""
     for prefix, factor in cfg.lr_scale.items():
         if not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0:
             raise ValueError(f"optim.lr_scale.{prefix}: expected a positive number, got {factor!r}")
