@@ -55,3 +55,18 @@ def test_loss_curves_png_has_a_panel_per_stage(tmp_path):
                       tmp_path / "loss_curves.png")
     assert out is not None and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_losses({}, tmp_path / "none.png") is None
+
+
+def test_a_rerun_stage_starts_from_clean_trainer_and_evaluation_dirs(tmp_path):
+    # The evaluation harness resumes from a task's predictions file; a stage trained again
+    # must not be scored with its earlier model's answers.
+    from xgenmm.demo.pipeline import clear_stage
+
+    run_dir, eval_dir, other = tmp_path / "stages" / "dpo", tmp_path / "eval" / "dpo", tmp_path / "eval" / "sft_multi"
+    for d in (run_dir / "final", eval_dir / "world_vqa", other / "world_vqa"):
+        d.mkdir(parents=True)
+        (d / "predictions.jsonl").write_text('{"id": "0", "prediction": "stale"}\n')
+    clear_stage(run_dir, eval_dir)
+    assert not run_dir.exists() and not eval_dir.exists()
+    assert (other / "world_vqa" / "predictions.jsonl").is_file()  # other stages' results stay
+    clear_stage(run_dir, eval_dir)  # nothing there: fine

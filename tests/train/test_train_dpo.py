@@ -44,6 +44,12 @@ def test_dpo_loss_uses_the_policy_with_adapters_off_as_reference(tiny_model, tin
     assert out.loss_sum.item() == pytest.approx(-torch.nn.functional.logsigmoid(logit).item(), rel=1e-5)
     out.loss_sum.backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if "lora_B" in n)
+    # RPO: the chosen answer's per-token NLL, weighted, on top of the DPO term.
+    rpo = dpo_loss(model, batch, beta=0.5, reference_context=model.lang_model.disable_adapter, sft_weight=0.7)
+    n_chosen = int((batch["labels"][0] != -100).sum())
+    assert n_chosen >= 1
+    expected = -torch.nn.functional.logsigmoid(logit).item() + 0.7 * (-policy[0].item() / n_chosen)
+    assert rpo.loss_sum.item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_sequence_logps_sum_the_answer_tokens(tiny_model, tiny_processor):

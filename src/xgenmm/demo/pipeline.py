@@ -154,6 +154,15 @@ def worked_example(model, processor, world: Path, seed: int) -> dict:
     return {"image": str(s.images[0]), "question": s.question, "answer": answer, "reference": s.answers[0]}
 
 
+def clear_stage(run_dir: Path, eval_dir: Path) -> None:
+    """Remove a stage's earlier trainer run and evaluation outputs before it runs again: a
+    fresh run of the stage, never a resume of an old one, and no evaluation resumed from the
+    predictions of an earlier model (the harness resumes from a task's predictions file)."""
+    for d in (run_dir, eval_dir):
+        if d.exists():
+            shutil.rmtree(d)
+
+
 def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", seed: int = 0, progress: bool = True,
              stages: tuple[str, ...] = STAGES, world_preset: str | None = None, threads: int = 0) -> Scorecard:
     """Run the demo into `out`; returns the scorecard (also written to out/scorecard.*).
@@ -226,8 +235,7 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
                                 "vision/hard_negative_accuracy": res.hard_negative_accuracy}, time.perf_counter() - t)
             continue
         cfg = stage_config(stage, run, p, seed, progress)
-        if Path(cfg.run_dir).exists():
-            shutil.rmtree(cfg.run_dir)  # a fresh run of the stage, never a resume of an old one
+        clear_stage(Path(cfg.run_dir), run / "eval" / stage)
         final = run_stage(cfg)
         curves[stage] = read_trainer_losses(Path(cfg.run_dir))
         train_s = time.perf_counter() - t

@@ -88,6 +88,7 @@ class ScheduleSection:
 class DPOSection:
     beta: float = 0.1  # strength of the KL anchor to the reference (the policy with adapters disabled)
     label_smoothing: float = 0.0  # conservative DPO: assumed rate of flipped preference labels
+    sft_weight: float = 0.0  # weight of the chosen answer's per-token NLL added to the loss (RPO; TRL's rpo_alpha)
 
 
 @dataclass
@@ -260,6 +261,8 @@ def validate(cfg: TrainConfig, check_paths: bool = True) -> list[str]:
     for k, v in o.lr_scale.items():
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
             p.append(f"optim.lr_scale.{k}: expected a positive number, got {v!r}")
+    if cfg.dpo.sft_weight < 0:
+        p.append("dpo.sft_weight: must be >= 0")
     if o.grad_clip < 0:
         p.append("optim.grad_clip: must be >= 0")
     if o.grad_accum < 1:

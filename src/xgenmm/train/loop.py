@@ -194,7 +194,8 @@ def _train(cfg: TrainConfig, d: parallel.Dist, hooks: Hooks) -> Path:
             b = _to_device(b, d.device)
             with parallel.no_grad_sync(wrapped, d, last=i == len(batches) - 1), parallel.autocast(amp, d.device):
                 if cfg.stage == "dpo":
-                    out = dpo_loss(wrapped, b, cfg.dpo.beta, cfg.dpo.label_smoothing, reference, parallel.unwrap(wrapped))
+                    out = dpo_loss(wrapped, b, cfg.dpo.beta, cfg.dpo.label_smoothing, reference, parallel.unwrap(wrapped),
+                                   cfg.dpo.sft_weight)
                 else:
                     out = lm_loss(wrapped, b)
                 (out.loss_sum * scale).backward()

@@ -58,11 +58,15 @@ def sequence_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def dpo_loss(model, batch: dict, beta: float, label_smoothing: float = 0.0, reference_context=None,
-             reference_model=None) -> LossOut:
+             reference_model=None, sft_weight: float = 0.0) -> LossOut:
     """Sigmoid DPO (Rafailov et al.) over pairs in rows (chosen_0, rejected_0, chosen_1, ...).
     The reference log-probs come from the same model inside `reference_context` (the LoRA
     adapters disabled): one set of weights in memory. `reference_model` is the module to call
-    for it (DDP's inner module: no gradient-sync bookkeeping for a no-grad pass)."""
+    for it (DDP's inner module: no gradient-sync bookkeeping for a no-grad pass).
+
+    `sft_weight` > 0 adds that weight times the chosen answer's per-token negative
+    log-likelihood to each pair's loss (RPO, Pang et al. 2024; TRL's `rpo_alpha`): pure DPO
+    only asks chosen to beat rejected, and can lower both, down to the answer's end token."""
     policy, mask = sequence_logps(model, batch)
     with torch.no_grad(), (reference_context() if reference_context else nullcontext()):
         reference, _ = sequence_logps(reference_model if reference_model is not None else model, batch)
@@ -72,6 +76,9 @@ def dpo_loss(model, batch: dict, beta: float, label_smoothing: float = 0.0, refe
     rejected_reward = beta * (pr - rr).detach()
     logits = beta * ((pc - rc) - (pr - rr))
     losses = -F.logsigmoid(logits) * (1 - label_smoothing) - F.logsigmoid(-logits) * label_smoothing
+    if sft_weight:
+        tokens = (batch["labels"][0::2] != IGNORE_INDEX).sum(1).clamp(min=1).to(device=pc.device, dtype=pc.dtype)
+        losses = losses + sft_weight * (-pc / tokens)
     margin = chosen_reward - rejected_reward
     metrics = {
         "dpo/accuracy": float((margin > 0).float().sum()),
