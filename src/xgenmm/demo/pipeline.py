@@ -214,7 +214,8 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
         t = time.perf_counter()
         if stage == "vision":
             img = overrides["image"]
-            items = caption_images(world, XGenMMImageProcessor(img["image_size"], img["mode"], img["grids"]))
+            image_processor = XGenMMImageProcessor(img["image_size"], img["mode"], img["grids"])
+            items = caption_images(world, image_processor)
             held, train = items[:min(VISION_HELD_OUT, len(items) // 5)], items[min(VISION_HELD_OUT, len(items) // 5):]
             torch.manual_seed(seed)
             siglip = build_siglip(overrides["vision"]["hf_config"], tokenizer, p.vision)
@@ -223,8 +224,7 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
             model = initial_model(tokenizer, overrides, seed)
             copy_vision_tower(siglip, model)
             if p.whiten_images:
-                pixels, sizes = whitening_images(world, XGenMMImageProcessor(img["image_size"], img["mode"], img["grids"]),
-                                                 p.whiten_images)
+                pixels, sizes = whitening_images(world, image_processor, p.whiten_images)
                 white = whiten_projection(model, pixels, sizes, seed=seed)
                 print(f"resampler projection whitened on {len(pixels)} images (the top 4 of its input's directions "
                       f"held {white['top4_variance_share']:.0%} of the variance)", flush=True)

@@ -28,8 +28,9 @@ def model_overrides(canvas: int = 96, grid: int = 3, patch: int = 8, width: int 
     Any-resolution processing with one grid, the canvas itself, cuts a `canvas`-pixel image
     into its `grid` x `grid` cells, one tile (one crop of the tower) per cell, after the base
     crop; with `tiles` token grouping each tile goes through the resampler on its own. So the
-    resampler only has to say what one cell holds, which it learns fast, and where a thing is
-    becomes which tile it is in: the tiles' order in the LM's sequence, which the LM learns.
+    resampler only has to say what one cell holds (which even its frozen random init, with a
+    whitened projection, does), and where a thing is becomes which tile it is in: the tiles'
+    order in the LM's sequence, which the LM learns.
     (One 96-pixel crop for the whole scene asks the resampler to route each cell's content to
     its own latents; its attention starts uniform and stays so for longer than the demo can
     train, and every question about a cell stays at chance.)"""

@@ -208,6 +208,12 @@ def _choice(problems: list[str], where: str, value, choices) -> None:
         problems.append(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
 
 
+def lr_scale_problems(lr_scale: dict) -> list[str]:
+    """optim.lr_scale: every multiplier a positive number."""
+    return [f"optim.lr_scale.{k}: expected a positive number, got {v!r}" for k, v in lr_scale.items()
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0]
+
+
 def validate(cfg: TrainConfig, check_paths: bool = True) -> list[str]:
     """Value and cross-field checks (types are checked while building)."""
     p: list[str] = []
@@ -258,9 +264,7 @@ def validate(cfg: TrainConfig, check_paths: bool = True) -> list[str]:
     for k in o.no_decay:
         if k not in NO_DECAY_KINDS:
             p.append(f"optim.no_decay: {k!r} is not one of {', '.join(NO_DECAY_KINDS)}")
-    for k, v in o.lr_scale.items():
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
-            p.append(f"optim.lr_scale.{k}: expected a positive number, got {v!r}")
+    p.extend(lr_scale_problems(o.lr_scale))
     if cfg.dpo.sft_weight < 0:
         p.append("dpo.sft_weight: must be >= 0")
     if o.grad_clip < 0:

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from .config import OptimSection, ScheduleSection
+from .config import OptimSection, ScheduleSection, lr_scale_problems
 
 
 def param_kind(name: str, param: nn.Parameter, module: nn.Module) -> str:
@@ -29,17 +29,19 @@ def param_kind(name: str, param: nn.Parameter, module: nn.Module) -> str:
 _WRAPPERS = ("module.", "_orig_mod.")  # DDP and torch.compile name prefixes
 
 
-def lr_scale_of(name: str, lr_scale: dict) -> float:
-    """The multiplier of the longest `lr_scale` prefix that names `name`'s module (a prefix
-    matches whole dotted components: `vision_tokenizer` matches `vision_tokenizer.norm.weight`,
-    not `vision_tokenizer2.x`); 1.0 when none does."""
+def _within(name: str, prefix: str) -> bool:
+    """Whether parameter `name` (DDP / compile prefixes aside) lies in module `prefix`, matching
+    whole dotted components: `vision_tokenizer` holds `vision_tokenizer.norm.weight`, not
+    `vision_tokenizer2.x`."""
     while name.startswith(_WRAPPERS):
         name = name.split(".", 1)[1]
-    best, scale = -1, 1.0
-    for prefix, factor in lr_scale.items():
-        if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > best:
-            best, scale = len(prefix), float(factor)
-    return scale
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def lr_scale_of(name: str, lr_scale: dict) -> float:
+    """The multiplier of the longest `lr_scale` prefix that holds `name`; 1.0 when none does."""
+    matches = [prefix for prefix in lr_scale if _within(name, prefix)]
+    return float(lr_scale[max(matches, key=len)]) if matches else 1.0
 
 
 def param_groups(model: nn.Module, cfg: OptimSection) -> list[dict]:
@@ -48,9 +50,9 @@ def param_groups(model: nn.Module, cfg: OptimSection) -> list[dict]:
     projector lr). Only trainable parameters; named so that a checkpoint records which went
     where. A prefix that names no parameter of the model is an error. Groups at the base lr
     come first (the logged lr is the first group's)."""
-    for prefix, factor in cfg.lr_scale.items():
-        if not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0:
-            raise ValueError(f"optim.lr_scale.{prefix}: expected a positive number, got {factor!r}")
+    problems = lr_scale_problems(cfg.lr_scale)
+    if problems:
+        raise ValueError("; ".join(problems))
     owner = {}
     for mod_name, module in model.named_modules():
         for p_name, _ in module.named_parameters(recurse=False):
@@ -66,7 +68,7 @@ def param_groups(model: nn.Module, cfg: OptimSection) -> list[dict]:
         names.append(name)
     # A prefix that names no parameter at all is a typo; one that names only frozen ones is not.
     every = [n for n, _ in model.named_parameters()]
-    unknown = [k for k in cfg.lr_scale if not any(lr_scale_of(n, {k: 2.0}) == 2.0 for n in every)]
+    unknown = [k for k in cfg.lr_scale if not any(_within(n, k) for n in every)]
     if unknown:
         raise ValueError(f"optim.lr_scale: {unknown} name no parameter of the model "
                          f"(top-level modules: {sorted({n.split('.', 1)[0] for n in every})})")
