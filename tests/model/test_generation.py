@@ -95,3 +95,56 @@ def test_generated_tokens_can_feed_a_training_step(tiny_model, tiny_processor):
     emb = tiny_model.lang_model.get_input_embeddings()
     emb(out).sum().backward()  # not an inference tensor
     assert emb.weight.grad is not None
+
+
+def test_flattened_prefill_equals_row_by_row_prefill(tiny_model, tiny_processor):
+    from xgenmm.model.generation import _prefill, new_cache
+
+    texts, images = zip(*prompts(tiny_processor))
+    fused = tiny_model.fuse_inputs(**tiny_processor(list(texts), list(images)))
+    decoder = tiny_model.lang_model.get_decoder()
+    new = lambda: new_cache(tiny_model.lang_model.config, fused.attention_mask.shape[1])  # noqa: E731
+    config = decoder.config
+    with torch.no_grad():
+        flat, flat_cache = _prefill(decoder, fused.inputs_embeds, fused.attention_mask, fused.position_ids, new)
+        original = config._attn_implementation
+        config._attn_implementation = "sdpa"  # an LM without segment-aware attention: row by row
+        try:
+            rows, rows_cache = _prefill(decoder, fused.inputs_embeds, fused.attention_mask, fused.position_ids, new)
+        finally:
+            config._attn_implementation = original
+    assert torch.allclose(flat, rows, atol=1e-5)
+    for a, b in zip(flat_cache.layers, rows_cache.layers):
+        assert torch.allclose(a.keys, b.keys, atol=1e-5) and torch.allclose(a.values, b.values, atol=1e-5)
+
+
+def test_preallocated_cache_layer_reads_like_a_growing_one():
+    from transformers.cache_utils import DynamicLayer
+
+    from xgenmm.model.generation import PreallocatedLayer
+
+    torch.manual_seed(0)
+    ours, ref = PreallocatedLayer(capacity=3), DynamicLayer()
+    for n in (2, 1, 1, 4):  # outgrows its capacity twice
+        k, v = torch.randn(2, 4, n, 8), torch.randn(2, 4, n, 8)
+        a, b = ours.update(k, v), ref.update(k, v)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    # Replaced from outside (beam-style reordering): the next write starts from the new tensors.
+    ours.batch_select_indices(torch.tensor([1])), ref.batch_select_indices(torch.tensor([1]))
+    k, v = torch.randn(1, 4, 1, 8), torch.randn(1, 4, 1, 8)
+    a, b = ours.update(k, v), ref.update(k, v)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert ours.get_seq_length() == ref.get_seq_length() == 9
+
+
+def test_generation_with_the_library_cache_gives_the_same_tokens(tiny_model, tiny_processor, monkeypatch):
+    from transformers import DynamicCache
+
+    import xgenmm.model.generation as generation
+
+    texts, images = zip(*prompts(tiny_processor))
+    batch = tiny_processor(list(texts), list(images))
+    ours = tiny_model.generate(**batch, max_new_tokens=8, eos_token_id=[])
+    monkeypatch.setattr(generation, "new_cache", lambda config, capacity: DynamicCache(config=config))
+    library = tiny_model.generate(**batch, max_new_tokens=8, eos_token_id=[])
+    assert torch.equal(ours, library)

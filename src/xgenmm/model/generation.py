@@ -6,6 +6,60 @@ from __future__ import annotations
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import Cache, DynamicLayer
+
+from .attention import ATTENTION, SEGMENTS_KWARG
+
+
+class PreallocatedLayer(DynamicLayer):
+    """A KV-cache layer that writes each step's keys and values into a buffer allocated once
+    for the whole generation (grown by doubling if ever outgrown), instead of concatenating
+    the whole cache anew at every step as `DynamicLayer` does. `keys` and `values` are views of
+    the filled part, so everything that reads a `DynamicLayer` reads this one the same way."""
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+        self._length = 0
+        self._kbuf = self._vbuf = None
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        if not self._owns_views():  # first write, or the tensors were replaced from outside (cropped, reordered)
+            old = (self.keys, self.values) if self.keys.dim() == 4 else None
+            self._length = old[0].shape[-2] if old else 0
+            self._allocate(self._length + key_states.shape[-2], key_states, old)
+        n = self._length + key_states.shape[-2]
+        if n > self._kbuf.shape[-2]:
+            self._allocate(max(n, 2 * self._kbuf.shape[-2]), key_states, (self.keys, self.values))
+        self._kbuf[..., self._length:n, :] = key_states
+        self._vbuf[..., self._length:n, :] = value_states
+        self._length = n
+        self.keys, self.values = self._kbuf[..., :n, :], self._vbuf[..., :n, :]
+        return self.keys, self.values
+
+    def _owns_views(self) -> bool:
+        return (self._kbuf is not None and self.keys.dim() == 4 and self.keys.data_ptr() == self._kbuf.data_ptr()
+                and self.keys.shape[:-2] == self._kbuf.shape[:-2] and self.keys.shape[-2] == self._length)
+
+    def _allocate(self, size: int, like: torch.Tensor, old) -> None:
+        shape = (*like.shape[:-2], max(size, self.capacity), like.shape[-1])
+        kbuf, vbuf = like.new_empty(shape), like.new_empty(shape)
+        if old is not None and self._length:
+            kbuf[..., :self._length, :] = old[0]
+            vbuf[..., :self._length, :] = old[1]
+        self._kbuf, self._vbuf = kbuf, vbuf
+
+
+def new_cache(lm_config, capacity: int) -> Cache:
+    """A KV cache for `capacity` positions: preallocated layers, unless the LM has a sliding
+    window shorter than that (the library's sliding-window cache keeps its semantics)."""
+    text = lm_config.get_text_config(decoder=True)
+    window = getattr(text, "sliding_window", None)
+    if window and capacity > window:
+        return DynamicCache(config=lm_config)
+    return Cache(layers=[PreallocatedLayer(capacity) for _ in range(text.num_hidden_layers)])
 
 
 def _left_align(fused):
@@ -36,9 +90,11 @@ def _sample(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, 
 
 def _prefill(decoder, embeds, mask, positions, new_cache, max_padding: float = 0.15):
     """Run the prompt through the LM, filling a KV cache; returns (last hidden state per row,
-    cache). A batch with much left padding is prefilled row by row without its padding, and the
-    rows' caches are left-padded into one (padded positions are masked in every later step), so
-    no compute goes to padding and each row's prefill is exactly its prefill alone."""
+    cache). A batch with much left padding is prefilled without its padding, and the rows'
+    caches are left-padded into one (padded positions are masked in every later step), so no
+    compute goes to padding and each row's prefill is exactly its prefill alone: in one call
+    with the rows flattened into one sequence each attending to itself (model/attention.py),
+    or row by row where the LM's attention cannot do that."""
     b, length = mask.shape
     real = mask.sum(1)
     window = getattr(decoder.config, "sliding_window", None)
@@ -47,22 +103,32 @@ def _prefill(decoder, embeds, mask, positions, new_cache, max_padding: float = 0
         hidden = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
                          past_key_values=cache, use_cache=True).last_hidden_state
         return hidden[:, -1], cache
-    last, caches = [], []
-    for i in range(b):
-        n = int(real[i])
-        cache = new_cache()
-        hidden = decoder(inputs_embeds=embeds[i:i + 1, length - n:], position_ids=positions[i:i + 1, length - n:],
-                         past_key_values=cache, use_cache=True).last_hidden_state
-        last.append(hidden[:, -1])
-        caches.append(cache)
+    lengths = [int(n) for n in real]
+    if getattr(decoder.config, "_attn_implementation", None) == ATTENTION:
+        ends = torch.tensor(lengths).cumsum(0).tolist()
+        segments = [(e - n, e) for n, e in zip(lengths, ends)]
+        keep = mask.bool()
+        flat_cache = new_cache()
+        hidden = decoder(inputs_embeds=embeds[keep][None], position_ids=positions[keep][None],
+                         past_key_values=flat_cache, use_cache=True, **{SEGMENTS_KWARG: segments}).last_hidden_state[0]
+        last = hidden[[e - 1 for e in ends]]
+        layers = [[(layer.keys[:, :, s:e], layer.values[:, :, s:e]) for s, e in segments] for layer in flat_cache.layers]
+    else:
+        last, per_row = [], []
+        for i, n in enumerate(lengths):
+            cache = new_cache()
+            hidden = decoder(inputs_embeds=embeds[i:i + 1, length - n:], position_ids=positions[i:i + 1, length - n:],
+                             past_key_values=cache, use_cache=True).last_hidden_state
+            last.append(hidden[:, -1])
+            per_row.append(cache)
+        last = torch.cat(last)
+        layers = [[(c.layers[j].keys, c.layers[j].values) for c in per_row] for j in range(len(per_row[0].layers))]
     merged = new_cache()
-    for layer in range(len(caches[0].layers)):
-        keys = [c.layers[layer].keys for c in caches]
-        values = [c.layers[layer].values for c in caches]
-        pad = [length - k.shape[-2] for k in keys]
-        merged.update(torch.cat([torch.nn.functional.pad(k, (0, 0, p, 0)) for k, p in zip(keys, pad)]),
-                      torch.cat([torch.nn.functional.pad(v, (0, 0, p, 0)) for v, p in zip(values, pad)]), layer)
-    return torch.cat(last), merged
+    for j, rows in enumerate(layers):
+        pad = [length - k.shape[-2] for k, _ in rows]
+        merged.update(torch.cat([torch.nn.functional.pad(k, (0, 0, p, 0)) for (k, _), p in zip(rows, pad)]),
+                      torch.cat([torch.nn.functional.pad(v, (0, 0, p, 0)) for (_, v), p in zip(rows, pad)]), j)
+    return last, merged
 
 
 @torch.inference_mode()
@@ -102,7 +168,8 @@ def generate(
     step_embeds, step_pos = embeds, positions
     for step in range(max_new_tokens):
         if use_cache and step == 0:
-            last, cache = _prefill(decoder, embeds, mask, positions, lambda: DynamicCache(config=model.lang_model.config))
+            capacity = embeds.shape[1] + max_new_tokens
+            last, cache = _prefill(decoder, embeds, mask, positions, lambda: new_cache(model.lang_model.config, capacity))
         else:
             # One new token per row attends to every unmasked cached position: the 4D mask is
             # the 2D one (the library returns a given 4D mask as is, skipping its mask builder).

@@ -13,6 +13,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from .anyres import grid_shape, group_index, group_mask
+from .attention import ATTENTION, SEGMENTS_KWARG, flatten_segments
 from .config import XGenMMConfig
 from .fusion import IGNORE_INDEX, FusedInputs, fuse, segment_attention_mask
 from .resampler import PerceiverResampler
@@ -32,7 +33,8 @@ class XGenMMOutput:
 def build_language_model(config: XGenMMConfig) -> nn.Module:
     text = dict(config.text)
     hf_config = AutoConfig.for_model(text.pop("model_type"), **text)
-    lm = AutoModelForCausalLM.from_config(hf_config, attn_implementation="sdpa")
+    # SDPA, plus padding-free attention for the training forward (model/attention.py).
+    lm = AutoModelForCausalLM.from_config(hf_config, attn_implementation=ATTENTION)
     if config.lm_head_bias:
         # The release's LM head is a Linear with a bias (trained, so it must be kept).
         old = lm.get_output_embeddings()
@@ -122,10 +124,12 @@ class XGenMM(nn.Module):
     def forward(self, input_ids, attention_mask=None, pixel_values=None, image_sizes=None, labels=None,
                 segment_ids=None, return_logits: bool = True) -> XGenMMOutput:
         fused = self.fuse_inputs(input_ids, attention_mask, pixel_values, image_sizes, labels, segment_ids)
-        attn = segment_attention_mask(fused.segment_ids) if fused.segment_ids is not None else fused.attention_mask
-        hidden = self.lang_model.get_decoder()(
-            inputs_embeds=fused.inputs_embeds, attention_mask=attn, position_ids=fused.position_ids, use_cache=False
-        ).last_hidden_state
+        hidden = self._unpadded_hidden(fused) if not return_logits else None
+        if hidden is None:
+            attn = segment_attention_mask(fused.segment_ids) if fused.segment_ids is not None else fused.attention_mask
+            hidden = self.lang_model.get_decoder()(
+                inputs_embeds=fused.inputs_embeds, attention_mask=attn, position_ids=fused.position_ids, use_cache=False
+            ).last_hidden_state
         head = self.lang_model.get_output_embeddings()
         loss, n_sup = None, 0
         if fused.labels is not None:
@@ -139,6 +143,29 @@ class XGenMM(nn.Module):
                 loss = hidden.sum() * 0.0  # no supervised token: a zero that keeps the graph
         logits = head(hidden) if return_logits else None
         return XGenMMOutput(loss, logits, fused.attention_mask, fused.labels, n_sup)
+
+    def _unpadded_hidden(self, fused: FusedInputs) -> torch.Tensor | None:
+        """The LM's last hidden states [B, L', D] computed without padding: the real positions
+        of every row (or packed segment) are flattened into one row and each sequence attends
+        to itself alone (model/attention.py). Padded positions come back as zeros; real ones
+        equal the padded computation's to float rounding. None where it does not apply (the LM
+        has another attention implementation, or the batch has no padding to drop)."""
+        lm_config = self.lang_model.config
+        if getattr(lm_config, "_attn_implementation", None) != ATTENTION:
+            return None
+        mask = fused.attention_mask
+        if fused.segment_ids is None and bool(mask.all()):
+            return None  # nothing to drop: the plain causal path is already padding-free
+        found = flatten_segments(mask, fused.segment_ids, getattr(lm_config, "sliding_window", None))
+        if found is None:
+            return None
+        flat, segments = found
+        b, length, dim = fused.inputs_embeds.shape
+        embeds = fused.inputs_embeds.reshape(b * length, dim)[flat][None]
+        positions = fused.position_ids.reshape(-1)[flat][None]
+        hidden = self.lang_model.get_decoder()(inputs_embeds=embeds, position_ids=positions, use_cache=False,
+                                               **{SEGMENTS_KWARG: segments}).last_hidden_state[0]
+        return hidden.new_zeros(b * length, hidden.shape[-1]).index_copy(0, flat, hidden).view(b, length, -1)
 
     def generate(self, input_ids, attention_mask=None, pixel_values=None, image_sizes=None, **kwargs):
         """Batched generation (see generation.generate). Runs in inference mode; the returned

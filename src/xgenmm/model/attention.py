@@ -1,0 +1,90 @@
+"""Padding-free ("varlen") attention for the training forward.
+
+The LM is built with the attention implementation `xgenmm_sdpa`: transformers' SDPA
+attention, with the same masks (the SDPA mask builder is registered under this name), plus
+one more way to call it. Given `xgenmm_segments` (the [start, end) bounds of each sequence in
+one flattened row), each sequence attends causally to itself alone, through SDPA's unmasked
+causal kernel, and no position is padding. `XGenMM.forward` uses it when no logits are asked
+for (training): every linear layer of the LM then runs on the real tokens only, and attention
+costs the sum of the squared sequence lengths instead of rows x longest row squared, with no
+mask to read.
+
+A decoder that does not pass its keyword arguments down to its attention (all of
+transformers' Llama-family decoders do) still computes the right thing: the flattened row's
+position ids restart at every sequence, so the library builds the packed-sequence mask and
+plain SDPA applies it; only the speed is lost.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+ATTENTION = "xgenmm_sdpa"
+SEGMENTS_KWARG = "xgenmm_segments"
+
+
+def varlen_sdpa_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
+    """transformers attention-interface function: [B, H, L, D] in, ([B, L, H, D], None) out."""
+    segments = kwargs.pop(SEGMENTS_KWARG, None)
+    if segments is None and query.shape[2] == 1 and not torch.is_grad_enabled():
+        return _one_query_attention(module, query, key, value, attention_mask, scaling)
+    if segments is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    if query.shape[0] != 1 or query.shape[2] != key.shape[2]:
+        raise ValueError(f"{SEGMENTS_KWARG}: expected one flattened row without a cache, got query {tuple(query.shape)} "
+                         f"and key {tuple(key.shape)}")
+    gqa = query.shape[1] != key.shape[1]
+    p = dropout if module.training else 0.0
+    outs = [F.scaled_dot_product_attention(query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], dropout_p=p,
+                                           is_causal=True, scale=scaling, enable_gqa=gqa) for s, e in segments]
+    return torch.cat(outs, dim=2).transpose(1, 2).contiguous(), None
+
+
+def _one_query_attention(module, query, key, value, attention_mask, scaling):
+    """A decoding step (one query per row): two batched matmuls and a softmax, which for one
+    query cost far less than the fused SDPA kernels' setup on CPU."""
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    scores = torch.matmul(query, key.transpose(-1, -2)) * (scaling if scaling is not None else query.shape[-1] ** -0.5)
+    if attention_mask is not None:
+        mask = attention_mask[..., -key.shape[-2]:]
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    out = torch.matmul(scores.softmax(-1), value)
+    return out.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(ATTENTION, varlen_sdpa_attention)
+AttentionMaskInterface.register(ATTENTION, sdpa_mask)
+
+
+def flatten_segments(attention_mask: torch.Tensor, segment_ids: torch.Tensor | None,
+                     max_length: int | None = None) -> tuple[torch.Tensor, list[tuple[int, int]]] | None:
+    """The real positions of a [B, L] batch in row-major order ([N] flat indices into B*L) and
+    each sequence's [start, end) among them: a row, or a packed row's segment. None where the
+    batch cannot be flattened exactly: a sequence whose positions are not contiguous (a hole
+    in the mask), or one longer than `max_length` (a sliding window: the masked path keeps it)."""
+    real = attention_mask.bool()
+    seq = segment_ids.long() if segment_ids is not None else real.long()
+    width = int(seq.max()) + 1 if seq.numel() else 1
+    rows = torch.arange(seq.shape[0], device=seq.device)[:, None]
+    flat = real.flatten().nonzero().squeeze(1)
+    if flat.numel() == 0:
+        return None
+    key = (seq + rows * width).flatten()[flat]
+    change = torch.nonzero(key[1:] != key[:-1]).squeeze(1) + 1
+    starts = [0] + change.tolist()
+    ends = starts[1:] + [int(flat.numel())]
+    if len(starts) != int(torch.unique(key).numel()):
+        return None  # a sequence split by a hole
+    # Inside a sequence, positions must be consecutive columns (no masked position between).
+    if bool((flat[1:] - flat[:-1] != 1)[(key[1:] == key[:-1])].any()):
+        return None
+    if max_length is not None and max(e - s for s, e in zip(starts, ends)) > max_length:
+        return None
+    return flat, list(zip(starts, ends))
