@@ -225,7 +225,10 @@ def main() -> None:
     verdict = (f"Speed-baseline SFT step ({card}, fp32{' + bf16 autocast' if device == 'cuda' else ''}, "
                f"{torch.get_num_threads()} threads): {padded['s']:.3f} s padded vs the release's {RELEASE_STEP_S} s "
                f"(target <= {TARGET_STEP_S} s: {'met' if padded['s'] <= TARGET_STEP_S else 'NOT met'}); "
-               f"the release runs [8, 518] positions, this code [8, {padded['shape'][1]}]. Same supervised tokens "
+               f"the release runs its LM on [8, 518] positions; this code's batch is [8, {padded['shape'][1]}], "
+               f"and its LM runs on the {padded['lm_tokens']} real positions only (padding-free attention, "
+               f"model/attention.py), so the padding column is what the batch holds, not what is computed. "
+               f"Same supervised tokens "
                f"({padded['supervised']}) and the same loss padded and packed. Peak RSS {rss:.2f} GiB"
                + (f", peak GPU memory {gpu_mem:.2f} GiB" if gpu_mem is not None else "") + ".")
     body = [f"Machine: {machine()}; device {card}; load average at the end of the step timing {' '.join(load)} "

@@ -173,3 +173,26 @@ def test_whiten_projection_centres_and_whitens_the_resampler_tokens(world_tokeni
     assert before_spectrum[0] > 50 * before_spectrum[8]  # it was far from white
     with pytest.raises(ValueError, match="give more images"):
         whiten_projection(model, pixels[:2], sizes[:2])
+
+
+def test_whiten_projection_puts_group_positions_beside_the_whitened_tokens(world_tokenizer):
+    from xgenmm.demo.assemble import initial_model, whiten_projection
+
+    overrides = model_overrides(width=32)
+    overrides["vision"]["hf_config"].update(intermediate_size=64, num_hidden_layers=1)
+    overrides["resampler"].update(dim=32, group_positions=10)
+    model = initial_model(world_tokenizer, overrides, seed=0)
+    g = torch.Generator().manual_seed(0)
+    pixels = [torch.rand(10, 3, 32, 32, generator=g) * 2 - 1 for _ in range(40)]
+    whiten_projection(model, pixels, [(96, 96)] * len(pixels), eps=1e-6)
+    pos = model.vision_tokenizer.group_pos.detach().double()
+    weight = model.vision_tokenizer.projection.weight.detach().double()  # [out, in]: the tokens' directions
+    lengths = pos.norm(dim=1)
+    assert torch.allclose(lengths, lengths[0].expand(10)) and 4.0 < float(lengths[0]) < 8.0  # ~ a whitened token
+    gram = pos @ pos.T / lengths[0] ** 2
+    assert torch.allclose(gram, torch.eye(10, dtype=torch.float64), atol=1e-6)  # orthogonal to each other
+    assert float((pos @ weight).abs().max()) < 1e-4 * float(lengths[0] * weight.norm(dim=0).max())  # and to the tokens
+    overrides["resampler"]["group_positions"] = 100  # 32 whitened directions + 100 > the LM's 128
+    model = initial_model(world_tokenizer, overrides, seed=0)
+    with pytest.raises(ValueError, match="do not fit"):
+        whiten_projection(model, pixels, [(96, 96)] * len(pixels))

@@ -139,3 +139,19 @@ def test_one_query_decoding_attention_equals_sdpa(kv_heads, mask_kind):
         ours, _ = varlen_sdpa_attention(module, q, k, v, mask, scaling=0.25)
     ref, _ = sdpa_attention_forward(module, q, k, v, mask, scaling=0.25)
     assert torch.allclose(ours, ref, atol=1e-6)
+
+
+def test_row_logps_equal_the_full_logits_gathered(tiny_model, tiny_processor):
+    inputs, labels = batch(tiny_processor)
+    out = tiny_model(**inputs, labels=labels, return_logits=False, return_row_logps=True)
+    full = tiny_model(**inputs, labels=labels, return_logits=True)
+    logp = full.logits[:, :-1].float().log_softmax(-1)
+    target = full.labels[:, 1:]
+    keep = target != -100
+    expected = (logp.gather(2, target.clamp(min=0)[..., None]).squeeze(-1) * keep).sum(1)
+    assert out.logits is None and out.row_logps.shape == (3,)
+    assert torch.allclose(out.row_logps, expected, atol=1e-4)
+    out.row_logps.sum().backward()  # differentiable (DPO's policy pass)
+    assert tiny_model.lang_model.get_output_embeddings().weight.grad is not None
+    with pytest.raises(ValueError, match="needs labels"):
+        tiny_model(**inputs, return_row_logps=True)

@@ -99,3 +99,17 @@ def test_export_refuses_media_position_embeddings(dirs, tmp_path):
     with pytest.raises(ValueError, match="media position embeddings"):
         export_release(model_dir, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_export_refuses_group_position_embeddings(dirs, tmp_path):
+    src = dirs / "imported"
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["resampler"]["group_positions"] = 10
+    model_dir = tmp_path / "with_group_positions"
+    model_dir.mkdir()
+    for f in src.iterdir():
+        if f.is_file():
+            (model_dir / f.name).write_bytes(f.read_bytes())
+    (model_dir / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="group position embeddings"):
+        export_release(model_dir, tmp_path / "out")

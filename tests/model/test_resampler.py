@@ -96,3 +96,41 @@ def test_media_positions_are_off_by_default_and_checked_against_the_group_size()
     assert m.state_dict()["media_pos"].shape == (9, 16)
     with pytest.raises(ValueError, match="8 tokens but resampler.media_positions is 9"):
         m(torch.randn(1, 8, 16))
+
+
+def test_group_positions_add_one_embedding_per_group_slot():
+    torch.manual_seed(0)
+    cfg = ResamplerConfig(dim=16, out_dim=24, num_latents=5, depth=2, heads=3, dim_head=8, group_positions=4)
+    m = PerceiverResampler(cfg).eval()
+    x = torch.randn(3, 9, 16)
+    slots = torch.tensor([0, 1, 3])
+    with torch.no_grad():
+        out = m(x, None, slots)
+        base = reference_resampler(m, x, torch.ones(3, 9))
+    assert torch.allclose(out, base + m.group_pos[slots][:, None, :], atol=1e-5)
+    assert m.state_dict()["group_pos"].shape == (4, 24)
+    with pytest.raises(ValueError, match="one slot per token group"):
+        m(x)
+    with pytest.raises(ValueError, match="has 5 token groups but resampler.group_positions is 4"):
+        m(x, None, torch.tensor([0, 1, 4]))
+    assert make().group_pos is None and "group_pos" not in make().state_dict()
+
+
+def test_group_positions_number_each_images_groups_from_its_base_crop(tiny_config):
+    from xgenmm.model import XGenMM, XGenMMConfig
+
+    d = tiny_config.to_dict()
+    d["resampler"]["group_positions"] = 5
+    torch.manual_seed(0)
+    model = XGenMM(XGenMMConfig.from_dict(d)).eval()
+    pixels = [torch.randn(3, 3, 64, 64), torch.randn(1, 3, 64, 64)]  # a 2x1 anyres image, then a single crop
+    with torch.no_grad():
+        tokens, counts = model.encode_images(pixels, [(128, 64), (64, 64)])
+        model.vision_tokenizer.group_pos.zero_()
+        plain, _ = model.encode_images(pixels, [(128, 64), (64, 64)])
+    t = model.tokens_per_crop
+    assert counts == [3 * t, t]
+    added = (tokens - plain).view(4, t, -1)
+    assert torch.allclose(added[0], added[3], atol=1e-6)  # both base crops: slot 0
+    assert not torch.allclose(added[0], added[1]) and not torch.allclose(added[1], added[2])
+    assert torch.allclose(added[:, 0], added[:, -1], atol=1e-6)  # one embedding for all of a group's tokens

@@ -97,8 +97,13 @@ def whiten_projection(model: XGenMM, pixel_values: list, image_sizes: list, eps:
     90% of the variance, shape and word directions about 0.1-1% each. A linear probe reads every
     cell's content from them (>= 0.99), but the tiny LM, whose RMSNorm sees mostly colour,
     learns to read shape and words only slowly; with the same tokens whitened it reads words
-    within 100-300 steps. Returns {"top4_variance_share": share of the projection input's
-    variance in its top four principal directions}."""
+    within 100-300 steps.
+
+    Group position embeddings (`resampler.group_positions`), when the model has them, are set
+    to orthogonal directions of the LM's width that the whitened tokens do not use, each as
+    long as an average whitened token: what a tile holds and where it is come to the LM as two
+    separable parts of its token. Returns {"top4_variance_share": share of the projection
+    input's variance in its top four principal directions}."""
     proj = model.vision_tokenizer.projection
     seen = []
     hook = proj.register_forward_hook(lambda mod, args, out: seen.append(args[0].reshape(-1, args[0].shape[-1])))
@@ -120,6 +125,14 @@ def whiten_projection(model: XGenMM, pixel_values: list, image_sizes: list, eps:
     weight = rotation[:, : z.shape[1]] @ torch.diag(scale) @ directions.T  # [out, in]
     proj.weight.copy_(weight.to(proj.weight.dtype))
     proj.bias.copy_((-weight @ mean).to(proj.bias.dtype))
+    slots = model.vision_tokenizer.group_pos
+    if slots is not None:
+        width = z.shape[1]
+        if width + slots.shape[0] > proj.out_features:
+            raise ValueError(f"whiten_projection: {slots.shape[0]} group positions do not fit beside {width} whitened "
+                             f"directions in the LM's width {proj.out_features}")
+        length = ((z - mean) @ directions @ torch.diag(scale)).norm(dim=1).mean()
+        slots.copy_((rotation[:, width:width + slots.shape[0]].T * length).to(slots.dtype))
     return {"top4_variance_share": float(variance.flip(0)[:4].sum() / variance.sum())}
 
 

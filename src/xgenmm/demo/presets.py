@@ -21,7 +21,8 @@ from .vision_pretrain import VisionPretrainConfig
 STAGES = ("vision", "pretrain", "sft_single", "sft_multi", "dpo", "safety")  # in order; `vision` is the SigLIP stage
 
 
-def model_overrides(canvas: int = 96, grid: int = 3, patch: int = 8, width: int = 64, latents: int = 1) -> dict:
+def model_overrides(canvas: int = 96, grid: int = 3, patch: int = 8, width: int = 64, latents: int = 1,
+                    tile_positions: bool = True) -> dict:
     """`preset_config("tiny", tokenizer=..., **model_overrides())` sections: vision tower,
     resampler and image settings aligned with the world's canvas and cells.
 
@@ -33,13 +34,19 @@ def model_overrides(canvas: int = 96, grid: int = 3, patch: int = 8, width: int 
     order in the LM's sequence, which the LM learns.
     (One 96-pixel crop for the whole scene asks the resampler to route each cell's content to
     its own latents; its attention starts uniform and stays so for longer than the demo can
-    train, and every question about a cell stays at chance.)"""
+    train, and every question about a cell stays at chance.)
+
+    `tile_positions` gives each token group (the base crop, then the tiles) a position
+    embedding (`resampler.group_positions`), which `whiten_projection` sets orthogonal to the
+    tokens' content: the LM's rotary positions are relative only, and telling "the 4th tile
+    after the image starts" from them is slow for a tiny LM (where-questions lagged far behind
+    what-questions without it)."""
     tile = canvas // grid
     return {
         "vision": {"hf_config": dict(hidden_size=width, intermediate_size=4 * width, num_hidden_layers=2,
                                      num_attention_heads=2, image_size=tile, patch_size=patch)},
         "resampler": {"dim": width, "out_dim": 128, "num_latents": latents, "depth": 2, "heads": 4, "dim_head": 32,
-                      "ff_mult": 2},
+                      "ff_mult": 2, "group_positions": 1 + grid * grid if tile_positions else 0},
         "image": {"image_size": tile, "mode": "anyres", "token_grouping": "tiles", "grids": [[canvas, canvas]]},
     }
 
@@ -79,7 +86,7 @@ FULL = DemoPreset(
     world_size=WorldSize(2000, 200, 500, 4000, 1000, 500, 400, 40, 40, 60, 50, 30, 40, 60, 6, 20),
     tokenizer_vocab=640,
     vision=VisionPretrainConfig(max_steps=400),
-    steps={"pretrain": 75, "sft_single": 600, "sft_multi": 130, "dpo": 40, "safety": 60},
+    steps={"pretrain": 75, "sft_single": 600, "sft_multi": 200, "dpo": 40, "safety": 100},
     batch={"pretrain": 8, "sft_single": 32, "sft_multi": 32, "dpo": 16, "safety": 32},
     dpo_heldout=100,
     mix_single=1000,

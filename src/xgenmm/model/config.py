@@ -40,6 +40,12 @@ class ResamplerConfig:
     # large pretrained SigLIP does; a small tower trained from scratch may not, and then no
     # question about where something is can be answered (see ARCHITECTURE.md).
     media_positions: int = 0
+    # Embeddings added to a token group's output tokens by the group's place in its image: 0
+    # the base crop (or the whole image), k the k-th tile group (0: none, as released). The
+    # released model leaves a tile's place to the LM's own position encoding; a tiny LM with
+    # rotary positions (relative only) learns "which tile is this" slowly (ARCHITECTURE.md).
+    # With one anyres grid, as the synthetic world's, a slot is a place in the image.
+    group_positions: int = 0
 
 
 @dataclass

@@ -189,6 +189,9 @@ def export_release(model_dir: str | Path, out_dir: str | Path) -> None:
     if (r.depth, r.heads, r.dim_head, r.ff_mult) != (6, 16, 96, 4):
         raise ValueError(f"{model_dir}: resampler depth/heads/dim_head/ff_mult {r.depth}/{r.heads}/{r.dim_head}/{r.ff_mult} "
                          "differ from the release's fixed 6/16/96/4; the released code cannot load it")
+    if r.group_positions:
+        raise ValueError(f"{model_dir}: the resampler has group position embeddings (resampler.group_positions="
+                         f"{r.group_positions}); the released resampler has none, so its code cannot load it")
     if r.media_positions:
         raise ValueError(f"{model_dir}: the resampler has media position embeddings (resampler.media_positions="
                          f"{r.media_positions}); the released resampler has none, so its code cannot load it")

@@ -51,6 +51,10 @@ class PerceiverResampler(nn.Module):
             raise ValueError(f"resampler.media_positions must be >= 0, got {cfg.media_positions}")
         # Not in the released layout (export refuses a model that has it).
         self.media_pos = nn.Parameter(0.5 * torch.randn(cfg.media_positions, cfg.dim)) if cfg.media_positions else None
+        if cfg.group_positions < 0:
+            raise ValueError(f"resampler.group_positions must be >= 0, got {cfg.group_positions}")
+        # Not in the released layout either.
+        self.group_pos = nn.Parameter(0.02 * torch.randn(cfg.group_positions, cfg.out_dim)) if cfg.group_positions else None
         self.layers = nn.ModuleList(
             nn.ModuleList([PerceiverAttention(cfg.dim, cfg.dim_head, cfg.heads), feed_forward(cfg.dim, cfg.ff_mult)])
             for _ in range(cfg.depth)
@@ -58,10 +62,17 @@ class PerceiverResampler(nn.Module):
         self.norm = nn.LayerNorm(cfg.dim)
         self.projection = nn.Linear(cfg.dim, cfg.out_dim)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: [N, P, D] tokens of N crops (or token groups); mask: [N, P], 1 = attend.
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, slots: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [N, P, D] tokens of N crops (or token groups); mask: [N, P], 1 = attend; slots: [N],
+        each group's place in its image (needed with group position embeddings).
         Returns [N, num_latents, out_dim]."""
         n = x.shape[0]
+        if self.group_pos is not None:
+            if slots is None or slots.shape != (n,):
+                raise ValueError(f"resampler: group position embeddings need one slot per token group ({n})")
+            if bool((slots >= self.group_pos.shape[0]).any()):
+                raise ValueError(f"resampler: an image has {int(slots.max()) + 1} token groups but "
+                                 f"resampler.group_positions is {self.group_pos.shape[0]}")
         if self.media_pos is not None:
             if x.shape[1] != self.media_pos.shape[0]:
                 raise ValueError(f"resampler: a token group has {x.shape[1]} tokens but resampler.media_positions is "
@@ -77,4 +88,7 @@ class PerceiverResampler(nn.Module):
         for attn, ff in self.layers:
             latents = attn(x, latents, key_bias) + latents
             latents = ff(latents) + latents
-        return self.projection(self.norm(latents))
+        out = self.projection(self.norm(latents))
+        if self.group_pos is not None:
+            out = out + self.group_pos[slots.to(out.device)].to(out.dtype)[:, None, :]
+        return out

@@ -28,6 +28,7 @@ class XGenMMOutput:
     labels: torch.Tensor | None  # [B, L'] fused labels
     num_supervised: int = 0  # tokens the loss averages over
     past_key_values: object = None
+    row_logps: torch.Tensor | None = None  # [B] per row, the sum of the supervised tokens' log-probabilities
 
 
 def build_language_model(config: XGenMMConfig) -> nn.Module:
@@ -86,7 +87,7 @@ class XGenMM(nn.Module):
         if p != side * side:
             raise ValueError(f"vision tower gave {p} tokens per crop, expected {side}x{side}")
         flat = features.reshape(n_crops * p, c)
-        index, masks, first = [], [], 0
+        index, masks, slots, first = [], [], [], 0
         grouping = self.config.image.token_grouping
         for i, n in enumerate(crops_per_image):
             base = torch.arange(first * p, (first + 1) * p)
@@ -101,10 +102,11 @@ class XGenMM(nn.Module):
                     raise ValueError(f"image {i} of size {size} has {n} crops; its {cols}x{rows} grid needs {1 + rows * cols}")
                 index.append(group_index(rows, cols, side, grouping) + (first + 1) * p)
                 masks.append(group_mask(size, rows, cols, side, grouping))
+            slots.append(torch.arange(n))  # the base crop, then the tile groups in order
             first += n
         groups = flat[torch.cat(index).to(flat.device)]  # [N_groups, P, C]
         mask = torch.cat(masks).to(device=flat.device, dtype=flat.dtype)
-        tokens = self.vision_tokenizer(groups, mask)  # [N_groups, T, D]
+        tokens = self.vision_tokenizer(groups, mask, torch.cat(slots))  # [N_groups, T, D]
         return tokens.reshape(-1, tokens.shape[-1]), [self.tokens_per_image(n) for n in crops_per_image]
 
     def fuse_inputs(self, input_ids, attention_mask=None, pixel_values=None, image_sizes=None, labels=None,
@@ -122,7 +124,7 @@ class XGenMM(nn.Module):
                     tok.placeholder_token_id, labels=labels, segment_ids=segment_ids)
 
     def forward(self, input_ids, attention_mask=None, pixel_values=None, image_sizes=None, labels=None,
-                segment_ids=None, return_logits: bool = True) -> XGenMMOutput:
+                segment_ids=None, return_logits: bool = True, return_row_logps: bool = False) -> XGenMMOutput:
         fused = self.fuse_inputs(input_ids, attention_mask, pixel_values, image_sizes, labels, segment_ids)
         hidden = self._unpadded_hidden(fused) if not return_logits else None
         if hidden is None:
@@ -131,18 +133,26 @@ class XGenMM(nn.Module):
                 inputs_embeds=fused.inputs_embeds, attention_mask=attn, position_ids=fused.position_ids, use_cache=False
             ).last_hidden_state
         head = self.lang_model.get_output_embeddings()
-        loss, n_sup = None, 0
+        loss, n_sup, row_logps = None, 0, None
+        if return_row_logps and fused.labels is None:
+            raise ValueError("return_row_logps needs labels (the tokens whose log-probabilities are summed)")
         if fused.labels is not None:
             # Only supervised positions go through the LM head for the loss.
             target = fused.labels[:, 1:]
             keep = target != IGNORE_INDEX
             n_sup = int(keep.sum())
             if n_sup:
-                loss = F.cross_entropy(head(hidden[:, :-1][keep]).float(), target[keep])
+                sup_logits = head(hidden[:, :-1][keep]).float()
+                loss = F.cross_entropy(sup_logits, target[keep])
+                if return_row_logps:
+                    logp = sup_logits.log_softmax(-1).gather(1, target[keep][:, None]).squeeze(1)
+                    row_logps = logp.new_zeros(keep.shape[0]).index_add(0, keep.nonzero()[:, 0], logp)
             else:
                 loss = hidden.sum() * 0.0  # no supervised token: a zero that keeps the graph
+                if return_row_logps:
+                    row_logps = hidden.new_zeros(keep.shape[0]) + loss
         logits = head(hidden) if return_logits else None
-        return XGenMMOutput(loss, logits, fused.attention_mask, fused.labels, n_sup)
+        return XGenMMOutput(loss, logits, fused.attention_mask, fused.labels, n_sup, row_logps=row_logps)
 
     def _unpadded_hidden(self, fused: FusedInputs) -> torch.Tensor | None:
         """The LM's last hidden states [B, L', D] computed without padding: the real positions

@@ -48,13 +48,9 @@ def lm_loss(model, batch: dict) -> LossOut:
 
 def sequence_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row: the sum of log-probabilities of the supervised (answer) tokens, and the fused
-    attention mask. Logits are computed over the fused sequence, then gathered."""
-    out = model(**model_inputs(batch), return_logits=True)
-    logits = out.logits[:, :-1].float()
-    target = out.labels[:, 1:]
-    keep = target != IGNORE_INDEX
-    logp = torch.gather(logits.log_softmax(-1), 2, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (logp * keep).sum(1), out.attention_mask
+    attention mask. The LM runs without padding and its head only at the supervised positions."""
+    out = model(**model_inputs(batch), return_logits=False, return_row_logps=True)
+    return out.row_logps, out.attention_mask
 
 
 def dpo_loss(model, batch: dict, beta: float, label_smoothing: float = 0.0, reference_context=None,
