@@ -150,7 +150,7 @@ def test_anyres_caption_items_are_the_cells_tiles(small_world, small_manifest):
 def test_whiten_projection_centres_and_whitens_the_resampler_tokens(world_tokenizer):
     from xgenmm.demo.assemble import initial_model, whiten_projection
 
-    overrides = model_overrides(width=32)
+    overrides = model_overrides(width=32, tile_positions=False)  # the tokens alone (positions: the next test)
     overrides["vision"]["hf_config"].update(intermediate_size=64, num_hidden_layers=1)
     overrides["resampler"]["dim"] = 32
     model = initial_model(world_tokenizer, overrides, seed=0)
