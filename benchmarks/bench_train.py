@@ -29,7 +29,9 @@ from xgenmm.data.encode import Encoded  # noqa: E402
 from xgenmm.model import XGenMM  # noqa: E402
 from xgenmm.model.image_processing import XGenMMImageProcessor  # noqa: E402
 from xgenmm.model.presets import preset_config  # noqa: E402
+from xgenmm.train.config import OptimSection  # noqa: E402
 from xgenmm.train.metrics import peak_flops  # noqa: E402
+from xgenmm.train.optim import build_optimizer  # noqa: E402
 
 RELEASE_STEP_S = 3.99
 TARGET_STEP_S = 2.0
@@ -77,7 +79,7 @@ def step_batches(model: XGenMM) -> dict[str, dict]:
 def time_step(model: XGenMM, batch: dict, device: str, repeats: int, warmup: int = 3) -> dict:
     """The full SFT step, median of `repeats` after `warmup`."""
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=2e-5, weight_decay=0.0)
+    opt = build_optimizer(model, OptimSection(lr=2e-5, weight_decay=0.0))  # the trainer's AdamW (fused kernel)
     keys = ("input_ids", "attention_mask", "labels", "segment_ids")
     inputs = {k: batch[k].to(device) for k in keys if k in batch}
     pixels = [p.to(device) for p in batch["pixel_values"]]

@@ -26,11 +26,19 @@ class PerceiverAttention(nn.Module):
     def forward(self, x: torch.Tensor, latents: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
         """x: [N, P, D] media tokens; latents: [N, T, D]; key_bias: [N, 1, 1, P + T] (0 or -inf)."""
         x = self.norm_media(x)
-        latents = self.norm_latents(latents)
         n, t, _ = latents.shape
-        q = self.to_q(latents)
-        # Keys and values read the media tokens and the latents themselves.
-        k, v = self.to_kv(torch.cat((x, latents), dim=1)).chunk(2, dim=-1)
+        if latents.stride(0) == 0:
+            # The first layer's latents are the same learned array for every group: its
+            # queries, keys and values are computed once and shared.
+            one = self.norm_latents(latents[:1])
+            q = self.to_q(one).expand(n, -1, -1)
+            kv = torch.cat((self.to_kv(x), self.to_kv(one).expand(n, -1, -1)), dim=1)
+        else:
+            latents = self.norm_latents(latents)
+            q = self.to_q(latents)
+            # Keys and values read the media tokens and the latents themselves.
+            kv = self.to_kv(torch.cat((x, latents), dim=1))
+        k, v = kv.chunk(2, dim=-1)
         q, k, v = (z.view(n, -1, self.heads, self.dim_head).transpose(1, 2) for z in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias, scale=self.scale)
         return self.to_out(out.transpose(1, 2).reshape(n, t, self.heads * self.dim_head))
