@@ -8,7 +8,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
 
-from .attention import ATTENTION, SEGMENTS_KWARG
+from .attention import ATTENTION, SEGMENTS_KWARG, flatten_segments
 
 
 class PreallocatedLayer(DynamicLayer):
@@ -103,19 +103,18 @@ def _prefill(decoder, embeds, mask, positions, new_cache, max_padding: float = 0
         hidden = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
                          past_key_values=cache, use_cache=True).last_hidden_state
         return hidden[:, -1], cache
-    lengths = [int(n) for n in real]
-    if getattr(decoder.config, "_attn_implementation", None) == ATTENTION:
-        ends = torch.tensor(lengths).cumsum(0).tolist()
-        segments = [(e - n, e) for n, e in zip(lengths, ends)]
-        keep = mask.bool()
+    found = flatten_segments(mask, None) if getattr(decoder.config, "_attn_implementation", None) == ATTENTION else None
+    if found is not None:
+        flat, segments = found
         flat_cache = new_cache()
-        hidden = decoder(inputs_embeds=embeds[keep][None], position_ids=positions[keep][None],
-                         past_key_values=flat_cache, use_cache=True, **{SEGMENTS_KWARG: segments}).last_hidden_state[0]
-        last = hidden[[e - 1 for e in ends]]
+        hidden = decoder(inputs_embeds=embeds.reshape(b * length, -1)[flat][None],
+                         position_ids=positions.reshape(-1)[flat][None], past_key_values=flat_cache, use_cache=True,
+                         **{SEGMENTS_KWARG: segments}).last_hidden_state[0]
+        last = hidden[[e - 1 for _, e in segments]]
         layers = [[(layer.keys[:, :, s:e], layer.values[:, :, s:e]) for s, e in segments] for layer in flat_cache.layers]
     else:
         last, per_row = [], []
-        for i, n in enumerate(lengths):
+        for i, n in enumerate(int(n) for n in real):
             cache = new_cache()
             hidden = decoder(inputs_embeds=embeds[i:i + 1, length - n:], position_ids=positions[i:i + 1, length - n:],
                              past_key_values=cache, use_cache=True).last_hidden_state

@@ -23,13 +23,14 @@ class PerceiverAttention(nn.Module):
         self.to_kv = nn.Linear(dim, inner * 2, bias=False)
         self.to_out = nn.Linear(inner, dim, bias=False)
 
-    def forward(self, x: torch.Tensor, latents: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
-        """x: [N, P, D] media tokens; latents: [N, T, D]; key_bias: [N, 1, 1, P + T] (0 or -inf)."""
+    def forward(self, x: torch.Tensor, latents: torch.Tensor, key_bias: torch.Tensor | None,
+                shared: bool = False) -> torch.Tensor:
+        """x: [N, P, D] media tokens; latents: [N, T, D]; key_bias: [N, 1, 1, P + T] (0 or -inf).
+        `shared`: every group's latents are the same array (the first layer's learned latents),
+        so their queries, keys and values are computed once and shared."""
         x = self.norm_media(x)
         n, t, _ = latents.shape
-        if latents.stride(0) == 0:
-            # The first layer's latents are the same learned array for every group: its
-            # queries, keys and values are computed once and shared.
+        if shared:
             one = self.norm_latents(latents[:1])
             q = self.to_q(one).expand(n, -1, -1)
             kv = torch.cat((self.to_kv(x), self.to_kv(one).expand(n, -1, -1)), dim=1)
@@ -93,8 +94,8 @@ class PerceiverResampler(nn.Module):
             keep = torch.cat((mask.bool(), mask.new_ones(n, self.cfg.num_latents, dtype=torch.bool)), dim=1)
             key_bias = torch.zeros(keep.shape, dtype=x.dtype, device=x.device).masked_fill_(~keep, float("-inf"))
             key_bias = key_bias[:, None, None, :]
-        for attn, ff in self.layers:
-            latents = attn(x, latents, key_bias) + latents
+        for i, (attn, ff) in enumerate(self.layers):
+            latents = attn(x, latents, key_bias, shared=i == 0) + latents
             latents = ff(latents) + latents
         out = self.projection(self.norm(latents))
         if self.group_pos is not None:
