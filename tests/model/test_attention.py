@@ -155,3 +155,28 @@ def test_row_logps_equal_the_full_logits_gathered(tiny_model, tiny_processor):
     assert tiny_model.lang_model.get_output_embeddings().weight.grad is not None
     with pytest.raises(ValueError, match="needs labels"):
         tiny_model(**inputs, return_row_logps=True)
+
+
+def test_no_mask_is_built_for_a_flattened_call_and_segments_reach_the_attention(tiny_model):
+    """Inside `flattened(...)` the mask builder returns None (no [N, N] mask), and the
+    attention gets the segments from the context even when no keyword argument carries them."""
+    from transformers.masking_utils import AttentionMaskInterface
+
+    from xgenmm.model.attention import flattened
+
+    builder = AttentionMaskInterface._global_mapping[ATTENTION]
+    kwargs = dict(batch_size=1, q_length=6, kv_length=6, allow_is_causal_skip=False)
+    assert builder(**kwargs) is not None  # outside: the library's SDPA mask
+    with flattened([(0, 2), (2, 6)]):
+        assert builder(**kwargs) is None
+    torch.manual_seed(0)
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal, module.training = 1, True, False
+    q, k, v = (torch.randn(1, 2, 6, 8) for _ in range(3))
+    with flattened([(0, 2), (2, 6)]):
+        ours, _ = varlen_sdpa_attention(module, q, k, v, None)
+    first = torch.nn.functional.scaled_dot_product_attention(q[:, :, :2], k[:, :, :2], v[:, :, :2], is_causal=True)
+    second = torch.nn.functional.scaled_dot_product_attention(q[:, :, 2:], k[:, :, 2:], v[:, :, 2:], is_causal=True)
+    assert torch.allclose(ours, torch.cat((first, second), 2).transpose(1, 2), atol=1e-6)
+    with flattened([(0, 2), (3, 6)]), pytest.raises(ValueError, match="tile the row"):
+        varlen_sdpa_attention(module, q, k, v, None)

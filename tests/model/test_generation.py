@@ -148,3 +148,23 @@ def test_generation_with_the_library_cache_gives_the_same_tokens(tiny_model, tin
     monkeypatch.setattr(generation, "new_cache", lambda config, capacity: DynamicCache(config=config))
     library = tiny_model.generate(**batch, max_new_tokens=8, eos_token_id=[])
     assert torch.equal(ours, library)
+
+
+def test_skinny_linears_compute_the_same_products_and_are_restored(tiny_model, tiny_processor, monkeypatch):
+    import xgenmm.model.generation as generation
+
+    linear = torch.nn.Linear(16, 40)
+    x = torch.randn(2, 3, 16)
+    with torch.no_grad(), generation.skinny_linears(linear):
+        assert "forward" in linear.__dict__
+        assert torch.allclose(linear(x), torch.nn.functional.linear(x, linear.weight, linear.bias), atol=1e-6)
+    assert "forward" not in linear.__dict__
+    with generation.skinny_linears(linear):  # autograd takes the usual path
+        linear(x).sum().backward()
+    assert linear.weight.grad is not None
+    texts, images = zip(*prompts(tiny_processor))
+    batch = tiny_processor(list(texts), list(images))
+    ours = tiny_model.generate(**batch, max_new_tokens=8, eos_token_id=[])
+    assert not any("forward" in m.__dict__ for m in tiny_model.modules())
+    monkeypatch.setattr(generation, "SKINNY_ROWS", 0)  # every product through F.linear
+    assert torch.equal(ours, tiny_model.generate(**batch, max_new_tokens=8, eos_token_id=[]))

@@ -134,3 +134,37 @@ def test_group_positions_number_each_images_groups_from_its_base_crop(tiny_confi
     assert torch.allclose(added[0], added[3], atol=1e-6)  # both base crops: slot 0
     assert not torch.allclose(added[0], added[1]) and not torch.allclose(added[1], added[2])
     assert torch.allclose(added[:, 0], added[:, -1], atol=1e-6)  # one embedding for all of a group's tokens
+
+
+class Hooked(torch.nn.Module):
+    """A wrapped `to_kv` (as an adapter library would wrap it): called as a module."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.base = linear
+        self.calls = 0
+
+    @property
+    def weight(self):
+        return self.base.weight
+
+    def forward(self, z):
+        self.calls += 1
+        return self.base(z)
+
+
+def test_keys_and_values_from_the_split_weight_equal_one_to_kv_call_in_value_and_gradient():
+    m, x, mask = make(2), torch.randn(3, 9, 16), torch.ones(3, 9)
+    mask[0, 5:] = 0
+    out = m(x, mask)
+    out.square().sum().backward()
+    grads = {n: p.grad.clone() for n, p in m.named_parameters()}
+    m.zero_grad()
+    for attn, _ in m.layers:
+        attn.to_kv = Hooked(attn.to_kv)
+    wrapped = m(x, mask)
+    wrapped.square().sum().backward()
+    assert all(attn.to_kv.calls > 0 for attn, _ in m.layers)  # the wrapper was called, not bypassed
+    assert torch.allclose(out, wrapped, atol=1e-6)
+    for n, p in m.named_parameters():
+        assert torch.allclose(grads[n.replace(".base.", ".")], p.grad, atol=1e-5), n

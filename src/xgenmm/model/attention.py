@@ -2,20 +2,25 @@
 
 The LM is built with the attention implementation `xgenmm_sdpa`: transformers' SDPA
 attention, with the same masks (the SDPA mask builder is registered under this name), plus
-one more way to call it. Given `xgenmm_segments` (the [start, end) bounds of each sequence in
-one flattened row), each sequence attends causally to itself alone, through SDPA's unmasked
+one more way to call it. Given `xgenmm_segments` (the [start, end) bounds of each sequence
+in one flattened row), each sequence attends causally to itself alone, through SDPA's unmasked
 causal kernel, and no position is padding. `XGenMM.forward` uses it when no logits are asked
 for (training): every linear layer of the LM then runs on the real tokens only, and attention
 costs the sum of the squared sequence lengths instead of rows x longest row squared, with no
 mask to read.
 
-A decoder that does not pass its keyword arguments down to its attention (all of
-transformers' Llama-family decoders do) still computes the right thing: the flattened row's
-position ids restart at every sequence, so the library builds the packed-sequence mask and
-plain SDPA applies it; only the speed is lost.
+The segments travel as the keyword argument `xgenmm_segments`, which transformers' decoders
+pass down to their attention (and which activation checkpointing keeps for the
+recomputation), inside `flattened(segments)`, a context manager during which the registered
+mask builder returns no mask: none is read, and the library's packed-sequence mask for a
+flattened row would be an [N, N] boolean tensor (N = every real token of the batch). A
+decoder that does not pass its keyword arguments down gets the segments from the context.
 """
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
 
 import torch
 import torch.nn.functional as F
@@ -27,9 +32,33 @@ ATTENTION = "xgenmm_sdpa"
 SEGMENTS_KWARG = "xgenmm_segments"
 
 
+_ACTIVE_SEGMENTS: contextvars.ContextVar = contextvars.ContextVar("xgenmm_active_segments", default=None)
+
+
+@contextlib.contextmanager
+def flattened(segments: list[tuple[int, int]]):
+    """Within this block, the LM's attention treats its one input row as the given sequences,
+    each attending causally to itself alone, and no attention mask is built."""
+    token = _ACTIVE_SEGMENTS.set(list(segments))
+    try:
+        yield
+    finally:
+        _ACTIVE_SEGMENTS.reset(token)
+
+
+def varlen_sdpa_mask(*args, **kwargs):
+    """The SDPA mask builder, except inside `flattened(...)`, where the attention reads the
+    segments and no mask is needed."""
+    if _ACTIVE_SEGMENTS.get() is not None:
+        return None
+    return sdpa_mask(*args, **kwargs)
+
+
 def varlen_sdpa_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
     """transformers attention-interface function: [B, H, L, D] in, ([B, L, H, D], None) out."""
     segments = kwargs.pop(SEGMENTS_KWARG, None)
+    if segments is None:
+        segments = _ACTIVE_SEGMENTS.get()
     if segments is None and query.shape[2] == 1 and not torch.is_grad_enabled():
         return _one_query_attention(module, query, key, value, attention_mask, scaling)
     if segments is None:
@@ -40,9 +69,15 @@ def varlen_sdpa_attention(module, query, key, value, attention_mask, dropout: fl
                          f"and key {tuple(key.shape)}")
     gqa = query.shape[1] != key.shape[1]
     p = dropout if module.training else 0.0
-    outs = [F.scaled_dot_product_attention(query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], dropout_p=p,
-                                           is_causal=True, scale=scaling, enable_gqa=gqa) for s, e in segments]
-    return torch.cat(outs, dim=2).transpose(1, 2).contiguous(), None
+    # `split` rather than one slice per segment: its backward writes every segment's gradient
+    # into one tensor, where each slice's backward would zero-fill and add a full-size one.
+    lengths = [e - s for s, e in segments]
+    if segments[0][0] != 0 or segments[-1][1] != query.shape[2] or any(
+            a[1] != b[0] for a, b in zip(segments, segments[1:])):
+        raise ValueError(f"{SEGMENTS_KWARG}: the segments must tile the row [0, {query.shape[2]}) in order, got {segments}")
+    outs = [F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, scale=scaling, enable_gqa=gqa)
+            for q, k, v in zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2))]
+    return torch.cat([o.transpose(1, 2) for o in outs], dim=1), None
 
 
 def _one_query_attention(module, query, key, value, attention_mask, scaling):
@@ -60,7 +95,7 @@ def _one_query_attention(module, query, key, value, attention_mask, scaling):
 
 
 AttentionInterface.register(ATTENTION, varlen_sdpa_attention)
-AttentionMaskInterface.register(ATTENTION, sdpa_mask)
+AttentionMaskInterface.register(ATTENTION, varlen_sdpa_mask)
 
 
 def flatten_segments(attention_mask: torch.Tensor, segment_ids: torch.Tensor | None,

@@ -33,14 +33,29 @@ class PerceiverAttention(nn.Module):
         if shared:
             one = self.norm_latents(latents[:1])
             q = self.to_q(one).expand(n, -1, -1)
-            kv = torch.cat((self.to_kv(x), self.to_kv(one).expand(n, -1, -1)), dim=1)
+            (k_x, v_x), (k_l, v_l) = self._keys_values(x), self._keys_values(one)
+            k = torch.cat((k_x, k_l.expand(n, -1, -1)), dim=1)
+            v = torch.cat((v_x, v_l.expand(n, -1, -1)), dim=1)
         else:
             latents = self.norm_latents(latents)
             q = self.to_q(latents)
             # Keys and values read the media tokens and the latents themselves.
-            kv = self.to_kv(torch.cat((x, latents), dim=1))
-        k, v = kv.chunk(2, dim=-1)
-        q, k, v = (z.view(n, -1, self.heads, self.dim_head).transpose(1, 2) for z in (q, k, v))
+            k, v = self._keys_values(torch.cat((x, latents), dim=1))
+        return self._attend(q, k, v, key_bias)
+
+    def _keys_values(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`to_kv` (the release's single weight) as two products, one per half: the same
+        numbers as one call cut in two, without materialising the concatenated output and, in
+        backward, concatenating its gradient. A wrapped `to_kv` (an adapter, a hook) is called
+        as a module."""
+        if type(self.to_kv) is not nn.Linear:
+            return self.to_kv(z).chunk(2, dim=-1)
+        w_k, w_v = self.to_kv.weight.chunk(2, dim=0)
+        return F.linear(z, w_k), F.linear(z, w_v)
+
+    def _attend(self, q, k, v, key_bias):
+        n, t = q.shape[:2]
+        q, k, v = (z.reshape(n, -1, self.heads, self.dim_head).transpose(1, 2) for z in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias, scale=self.scale)
         return self.to_out(out.transpose(1, 2).reshape(n, t, self.heads * self.dim_head))
 
