@@ -133,9 +133,6 @@ def test_world_multi_questions_name_their_images_and_options(small_world):
     assert {r["question_type"] for r in rows} == set(MULTI_KINDS)
     for r in rows:
         assert len(r["images"]) >= 2 and all((d / im).is_file() for im in r["images"])
-        # Each image is placed by a labelled tag in the question, in order.
-        assert r["question"].startswith("first image: <image>\nsecond image: <image>\n")
-        assert r["question"].count("<image>") == len(r["images"])
         assert "options" not in r or r["answer"] in r["options"]
 
 
@@ -185,15 +182,3 @@ def test_interleaved_quiz_pages_use_the_few_shot_vqa_form(small_world, small_man
             assert q.startswith("Question:") and a
             if q.startswith("Question:What word is written"):
                 assert a == scene["words"][0]["text"]
-
-
-def test_single_image_existence_questions_come_as_a_yes_and_a_no_about_one_image(small_world):
-    rows = _json(small_world / "sft/single.json")
-    pairs = 0
-    for row in rows:
-        turns = row["conversations"]
-        answers = [turns[i + 1]["value"] for i in range(0, len(turns), 2) if turns[i]["value"].split("\n")[-1].startswith("Is there")]
-        if answers:
-            pairs += 1
-            assert sorted(answers) == ["no", "yes"], row["id"]
-    assert pairs > 0

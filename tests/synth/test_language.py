@@ -5,8 +5,6 @@ from __future__ import annotations
 import random
 import re
 
-import pytest
-
 from xgenmm.synth.language import QUESTION_KINDS, ask, box_text, caption, existence_probe, grounding_caption, ocr_caption
 from xgenmm.synth.multi import MULTI_KINDS, ask_multi
 from xgenmm.synth.world import PRESETS, Scene, sample_scene
@@ -112,12 +110,3 @@ def test_multi_image_answers_follow_from_the_scenes():
             holders = [i for i, s in enumerate(m.scenes) if s.has(colour, kind)]
             assert len(holders) == 1 and m.answer == ("first", "second", "third")[holders[0]]
         assert m.options is None or m.answer in m.options
-
-
-def test_several_images_are_labelled_with_the_ordinals_the_answers_use():
-    from xgenmm.synth.multi import image_tags
-
-    assert image_tags(1) == "<image>\n"
-    assert image_tags(3) == "first image: <image>\nsecond image: <image>\nthird image: <image>\n"
-    with pytest.raises(ValueError, match="at most"):
-        image_tags(9)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from .language import QA, QUESTION_KINDS, REFUSAL, ask, caption, describe, existence_probe, plain_caption, unsafe_request
-from .multi import MULTI_KINDS, ask_multi, image_tags
+from .language import QA, QUESTION_KINDS, REFUSAL, ask, caption, describe, plain_caption, unsafe_request
+from .multi import MULTI_KINDS, ask_multi
 from .render import png_bytes, render_scene
 from .world import Scene, WorldConfig, make_object, sample_scene
 from .writers import OutputDir
@@ -59,7 +59,7 @@ def llava_conversation(qas: list[QA], num_images: int) -> list[dict]:
     """LLaVA turns; the image tags (one per image) open the first human turn."""
     conv = []
     for i, qa in enumerate(qas):
-        tags = image_tags(num_images) if i == 0 and num_images else ""
+        tags = "<image>\n" * num_images if i == 0 else ""
         conv.append({"from": "human", "value": tags + qa.question})
         conv.append({"from": "gpt", "value": qa.answer})
     return conv
@@ -161,35 +161,15 @@ def write_interleaved_shards(out: OutputDir, cfg: WorldConfig, rng: random.Rando
 # ---- instruction data -------------------------------------------------------------------
 
 
-def existence_pair(scene: Scene, cfg: WorldConfig, rng: random.Random) -> list[QA]:
-    """Two existence probes about one image, one answered "yes" and one "no", in random
-    order: the same picture with both answers, so that the answer can only come from matching
-    the question against the picture, not from a prior over answers."""
-    qas = []
-    for want in (True, False):
-        for _ in range(10):  # a form can have nothing to ask ("no" about a shape kind when all are there)
-            probe = existence_probe(scene, cfg, rng, want)
-            if probe is not None:
-                qas.append(QA("existence", *probe))
-                break
-    rng.shuffle(qas)
-    return qas
-
-
 def write_sft_single(out: OutputDir, cfg: WorldConfig, rng: random.Random, n: int, corpus: Corpus) -> dict:
     """`n` images, each with 1-3 questions of different kinds; kinds are drawn uniformly,
-    with an occasional "describe the image" turn. An existence question comes as a yes/no
-    pair about the same image (`existence_pair`)."""
+    with an occasional "describe the image" turn."""
     rows, kinds = [], Counter()
     pool = list(QUESTION_KINDS) + ["describe"]
     for i in range(n):
         want = rng.sample(pool, rng.randint(1, 3))
         scene = scene_for_kinds(rng, cfg, want)
-        qas = ask_many(rng, cfg, scene, [k for k in want if k != "existence"])
-        if "existence" in want:
-            at = rng.randint(0, len(qas))
-            qas[at:at] = existence_pair(scene, cfg, rng)
-        qas = qas or [describe(scene, rng)]
+        qas = ask_many(rng, cfg, scene, want) or [describe(scene, rng)]
         kinds.update(q.kind for q in qas)
         corpus.add(*(t for q in qas for t in (q.question, q.answer)))
         image = _save(out, "sft", f"single-{i:06d}", scene)

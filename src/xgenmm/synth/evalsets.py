@@ -23,7 +23,7 @@ from collections import Counter
 
 from .datasets import Corpus, safety_item, scene_for_kinds
 from .language import QUESTION_KINDS, ask, article, locate_question, plain_caption, referring_expression
-from .multi import MULTI_KINDS, ask_multi, image_tags
+from .multi import MULTI_KINDS, ask_multi
 from .render import png_bytes, render_scene
 from .world import Scene, WorldConfig, sample_scene
 from .writers import OutputDir
@@ -164,8 +164,7 @@ def write_multi(out: OutputDir, folder: str, cfg: WorldConfig, rng: random.Rando
         row = {
             "id": i,
             "images": [_image(out, folder, f"{i}-{j}", s) for j, s in enumerate(m.scenes)],
-            # The images are placed by the question's own labelled tags (Mantis-Eval style).
-            "question": image_tags(len(m.scenes)) + m.question,
+            "question": m.question,
             "answer": m.answer,
             "question_type": m.kind,
         }

@@ -153,7 +153,7 @@ def generate_world(
             "image_paths": "relative to the folder of the file that names them",
             "box_text": "<bbox>x1, y1, x2, y2</bbox>, normalised to [0, 1] by width and height, 2 decimals",
             "grounding_bbox": "pixels [x1, y1, x2, y2], x1 <= x < x2",
-            "prompt": "one image: '<image>\\n', then the question verbatim; several: one line '{ordinal} image: <image>' per image, in order, then the question",
+            "prompt": "one '<image>\\n' per image, in order, then the question verbatim",
             "grounding_prompt": locate_question("{expression}"),
             "refusal": REFUSAL,
         },

@@ -1,8 +1,6 @@
 """Multi-image questions: scenes built together so that the question about them has one
 answer. Images are referred to by ordinals ("first", "second", "third") in the order their
-`<image>` tags appear, and each tag is labelled with its ordinal (`image_tags`), as
-interleaved instruction data names its images ("Image 1: <image>"), so that an answer naming
-an image can be read off the label before it."""
+`<image>` tags appear."""
 
 from __future__ import annotations
 
@@ -22,16 +20,6 @@ class MultiQA:
     question: str  # the user's text, without image tags
     answer: str  # canonical answer
     options: tuple[str, ...] | None  # closed set of answers, when there is one
-
-
-def image_tags(n: int) -> str:
-    """The tags that open a question about `n` images: `<image>` and a newline for one image;
-    for several, one line per image, "first image: <image>", "second image: <image>", ..."""
-    if n == 1:
-        return "<image>\n"
-    if n > len(ORDINALS):
-        raise ValueError(f"image_tags: at most {len(ORDINALS)} images can be named, got {n}")
-    return "".join(f"{ORDINALS[i]} image: <image>\n" for i in range(n))
 
 
 def ask_multi(kind: str, cfg: WorldConfig, rng: random.Random) -> MultiQA:
