@@ -14,7 +14,9 @@ pass down to their attention (and which activation checkpointing keeps for the
 recomputation), inside `flattened(segments)`, a context manager during which the registered
 mask builder returns no mask: none is read, and the library's packed-sequence mask for a
 flattened row would be an [N, N] boolean tensor (N = every real token of the batch). A
-decoder that does not pass its keyword arguments down gets the segments from the context.
+decoder that does not pass its keyword arguments down gets the segments from the context
+during its forward, but not in an activation-checkpointing recomputation, which runs after
+the block has closed: such a decoder must not combine the two.
 """
 
 from __future__ import annotations
