@@ -40,10 +40,11 @@ _ACTIVE_SEGMENTS: contextvars.ContextVar = contextvars.ContextVar("xgenmm_active
 @contextlib.contextmanager
 def flattened(segments: list[tuple[int, int]]):
     """Within this block, the LM's attention treats its one input row as the given sequences,
-    each attending causally to itself alone, and no attention mask is built."""
+    each attending causally to itself alone, and no attention mask is built. Yields the keyword
+    arguments to pass to the decoder call (`{SEGMENTS_KWARG: segments}`)."""
     token = _ACTIVE_SEGMENTS.set(list(segments))
     try:
-        yield
+        yield {SEGMENTS_KWARG: list(segments)}
     finally:
         _ACTIVE_SEGMENTS.reset(token)
 

@@ -10,7 +10,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
 
-from .attention import ATTENTION, SEGMENTS_KWARG, flatten_segments, flattened
+from .attention import ATTENTION, flatten_segments, flattened
 
 
 class PreallocatedLayer(DynamicLayer):
@@ -142,10 +142,10 @@ def _prefill(decoder, embeds, mask, positions, new_cache, max_padding: float = 0
     if found is not None:
         flat, segments = found
         flat_cache = new_cache()
-        with flattened(segments):
+        with flattened(segments) as segment_kwargs:
             hidden = decoder(inputs_embeds=embeds.reshape(b * length, -1)[flat][None],
                              position_ids=positions.reshape(-1)[flat][None], past_key_values=flat_cache,
-                             use_cache=True, **{SEGMENTS_KWARG: segments}).last_hidden_state[0]
+                             use_cache=True, **segment_kwargs).last_hidden_state[0]
         last = hidden[[e - 1 for _, e in segments]]
         layers = [[(layer.keys[:, :, s:e], layer.values[:, :, s:e]) for s, e in segments] for layer in flat_cache.layers]
     else:
@@ -186,13 +186,6 @@ def generate(
 ):
     """Returns the new tokens [B, n] (rows that stopped early are filled with the pad id);
     with output_logits=True, also the raw logits of every step [B, n, V]."""
-    with skinny_linears(model.lang_model):
-        return _generate(model, input_ids, attention_mask, pixel_values, image_sizes, max_new_tokens, do_sample,
-                         temperature, top_k, top_p, eos_token_id, pad_token_id, use_cache, generator, output_logits)
-
-
-def _generate(model, input_ids, attention_mask, pixel_values, image_sizes, max_new_tokens, do_sample, temperature,
-              top_k, top_p, eos_token_id, pad_token_id, use_cache, generator, output_logits):
     tok = model.config.tokens
     eos = tok.eos_token_ids if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id)
     pad = tok.pad_token_id if pad_token_id is None else pad_token_id
@@ -208,34 +201,36 @@ def _generate(model, input_ids, attention_mask, pixel_values, image_sizes, max_n
     eos_t = torch.as_tensor(eos, device=embeds.device)
     out_tokens, out_logits = [], []
     step_embeds, step_pos = embeds, positions
-    for step in range(max_new_tokens):
-        if use_cache and step == 0:
-            capacity = embeds.shape[1] + max_new_tokens
-            last, cache = _prefill(decoder, embeds, mask, positions, lambda: new_cache(model.lang_model.config, capacity))
-        else:
-            # One new token per row attends to every unmasked cached position: the 4D mask is
-            # the 2D one (the library returns a given 4D mask as is, skipping its mask builder).
-            step_mask = mask[:, None, None, :].bool() if use_cache else mask
-            last = decoder(inputs_embeds=step_embeds, attention_mask=step_mask, position_ids=step_pos,
-                           past_key_values=cache, use_cache=use_cache).last_hidden_state[:, -1]
-        logits = head(last).float()
-        if output_logits:
-            out_logits.append(logits)
-        nxt = _sample(logits, temperature, top_k, top_p, generator) if do_sample else logits.argmax(-1)
-        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-        out_tokens.append(nxt)
-        done |= torch.isin(nxt, eos_t)
-        if bool(done.all()):
-            break
-        new_embed = embed(nxt)[:, None]
-        mask = torch.cat((mask, mask.new_ones(b, 1)), 1)
-        next_pos = positions[:, -1:] + 1
-        positions = torch.cat((positions, next_pos), 1)
-        if use_cache:
-            step_embeds, step_pos = new_embed, next_pos
-        else:
-            embeds = torch.cat((embeds, new_embed), 1)
-            step_embeds, step_pos = embeds, positions
+    with skinny_linears(model.lang_model):  # the decoding steps' few-row products
+        for step in range(max_new_tokens):
+            if use_cache and step == 0:
+                capacity = embeds.shape[1] + max_new_tokens
+                last, cache = _prefill(decoder, embeds, mask, positions,
+                                       lambda: new_cache(model.lang_model.config, capacity))
+            else:
+                # One new token per row attends to every unmasked cached position: the 4D mask is
+                # the 2D one (the library returns a given 4D mask as is, skipping its mask builder).
+                step_mask = mask[:, None, None, :].bool() if use_cache else mask
+                last = decoder(inputs_embeds=step_embeds, attention_mask=step_mask, position_ids=step_pos,
+                               past_key_values=cache, use_cache=use_cache).last_hidden_state[:, -1]
+            logits = head(last).float()
+            if output_logits:
+                out_logits.append(logits)
+            nxt = _sample(logits, temperature, top_k, top_p, generator) if do_sample else logits.argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+            out_tokens.append(nxt)
+            done |= torch.isin(nxt, eos_t)
+            if bool(done.all()):
+                break
+            new_embed = embed(nxt)[:, None]
+            mask = torch.cat((mask, mask.new_ones(b, 1)), 1)
+            next_pos = positions[:, -1:] + 1
+            positions = torch.cat((positions, next_pos), 1)
+            if use_cache:
+                step_embeds, step_pos = new_embed, next_pos
+            else:
+                embeds = torch.cat((embeds, new_embed), 1)
+                step_embeds, step_pos = embeds, positions
     tokens = torch.stack(out_tokens, 1) if out_tokens else input_ids.new_zeros(b, 0)
     if output_logits:
         return tokens, torch.stack(out_logits, 1)

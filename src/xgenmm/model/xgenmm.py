@@ -13,7 +13,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from .anyres import grid_shape, group_index, group_mask
-from .attention import ATTENTION, SEGMENTS_KWARG, flatten_segments, flattened
+from .attention import ATTENTION, flatten_segments, flattened
 from .config import XGenMMConfig
 from .fusion import IGNORE_INDEX, FusedInputs, fuse, segment_attention_mask
 from .resampler import PerceiverResampler
@@ -173,9 +173,9 @@ class XGenMM(nn.Module):
         b, length, dim = fused.inputs_embeds.shape
         embeds = fused.inputs_embeds.reshape(b * length, dim)[flat][None]
         positions = fused.position_ids.reshape(-1)[flat][None]
-        with flattened(segments):
+        with flattened(segments) as segment_kwargs:
             hidden = self.lang_model.get_decoder()(inputs_embeds=embeds, position_ids=positions, use_cache=False,
-                                                   **{SEGMENTS_KWARG: segments}).last_hidden_state[0]
+                                                   **segment_kwargs).last_hidden_state[0]
         return hidden.new_zeros(b * length, hidden.shape[-1]).index_copy(0, flat, hidden).view(b, length, -1)
 
     def generate(self, input_ids, attention_mask=None, pixel_values=None, image_sizes=None, **kwargs):
