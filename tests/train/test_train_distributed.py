@@ -39,3 +39,18 @@ def test_two_process_ddp_and_fsdp_match_one_process_with_the_same_global_batch(w
         for step in expected:
             assert got[step] == pytest.approx(expected[step], rel=1e-5), (strategy, step)
         assert (tmp_path / strategy / "final" / "model.safetensors").exists()
+
+
+def test_fsdp_in_one_process_matches_the_unsharded_run(world, tmp_path):
+    """FSDP2 needs a process group even on one device: the trainer makes a group of one, trains
+    exactly as the unsharded run does and leaves no group behind."""
+    import torch.distributed as dist
+
+    run_stage(tiny_config(world, tmp_path / "single", "sft", 2))
+    run_stage(tiny_config(world, tmp_path / "fsdp", "sft", 2, **{"runtime.strategy": "fsdp"}))
+    assert not dist.is_initialized()
+    expected, got = losses(tmp_path / "single"), losses(tmp_path / "fsdp")
+    assert sorted(got) == sorted(expected) == [1, 2]
+    for step in expected:
+        assert got[step] == pytest.approx(expected[step], rel=1e-5), step
+    assert (tmp_path / "fsdp" / "final" / "model.safetensors").exists()

@@ -39,7 +39,8 @@ class Dist:
 
 def setup(rt: RuntimeSection) -> Dist:
     """Read RANK / WORLD_SIZE / LOCAL_RANK (torchrun), pick the device and initialise the
-    process group (nccl on GPUs, gloo on CPU) when there is more than one process."""
+    process group (nccl on GPUs, gloo on CPU) when there is more than one process, or a group
+    of one for FSDP2 in a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -55,8 +56,14 @@ def setup(rt: RuntimeSection) -> Dist:
     if world > 1 and strategy == "single":
         raise ValueError("runtime.strategy: single, but launched with several processes; use ddp or fsdp")
     mine = False
+    backend = "nccl" if use_cuda else "gloo"
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world)
+        dist.init_process_group(backend, rank=rank, world_size=world)
+        mine = True
+    elif strategy == "fsdp" and not dist.is_initialized():
+        # fully_shard needs a process group even for one process (one GPU, or a first try of
+        # the sharded path on one machine): a group of one over an in-process store.
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
         mine = True
     if rt.threads:
         torch.set_num_threads(rt.threads)
