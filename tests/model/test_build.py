@@ -3,13 +3,12 @@
 import pytest
 import torch
 
+from tests.conftest import make_image
 from xgenmm.model import XGenMM, XGenMMConfig
 from xgenmm.model.presets import preset_config
 
 
 def test_frozen_vision_tower_gets_no_gradient(tiny_model, tiny_processor):
-    from tests.conftest import make_image
-
     tiny_model.train()
     batch = tiny_processor(["<image>\nhi"], [[make_image(64, 64)]], padding_side="right")
     labels = batch["input_ids"].clone()
@@ -78,3 +77,14 @@ def test_an_image_shared_by_several_rows_is_encoded_once_with_the_same_result(ti
     with torch.no_grad():
         ref = tiny_model(**separate)
     assert torch.equal(out.logits, ref.logits)
+
+
+def test_model_output_is_a_pytree_whose_leaves_hold_the_loss(tiny_model, tiny_processor):
+    """FSDP2 (up to torch 2.11) finds the tensors to hook for backward by flattening a module's
+    output as a pytree; an opaque output left the root's parameters sharded in backward."""
+    batch = tiny_processor(["<image>\nwhat colour is the circle?"], [[make_image(40, 30)]])
+    out = tiny_model(**batch, labels=batch["input_ids"], return_logits=False)
+    leaves, spec = torch.utils._pytree.tree_flatten(out)
+    assert any(leaf is out.loss for leaf in leaves)
+    rebuilt = torch.utils._pytree.tree_unflatten(leaves, spec)
+    assert rebuilt.loss is out.loss and rebuilt.num_supervised == out.num_supervised

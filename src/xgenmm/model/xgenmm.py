@@ -31,6 +31,12 @@ class XGenMMOutput:
     row_logps: torch.Tensor | None = None  # [B] per row, the sum of the supervised tokens' log-probabilities
 
 
+# A pytree node, so that whatever walks a module's output for its tensors (FSDP2 registering
+# its pre-backward hooks up to torch 2.11, torch.compile, tree_map) finds the loss inside: as
+# an opaque leaf, FSDP2 never re-gathers the root's parameters for backward.
+torch.utils._pytree.register_dataclass(XGenMMOutput)
+
+
 def build_language_model(config: XGenMMConfig) -> nn.Module:
     text = dict(config.text)
     hf_config = AutoConfig.for_model(text.pop("model_type"), **text)
