@@ -26,6 +26,7 @@ import contextvars
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
@@ -65,8 +66,9 @@ def varlen_sdpa_attention(module, query, key, value, attention_mask, dropout: fl
     if segments is None and query.shape[2] == 1 and not torch.is_grad_enabled():
         return _one_query_attention(module, query, key, value, attention_mask, scaling)
     if segments is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+        with shape_free_kernels(query):
+            return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                          **kwargs)
     if query.shape[0] != 1 or query.shape[2] != key.shape[2]:
         raise ValueError(f"{SEGMENTS_KWARG}: expected one flattened row without a cache, got query {tuple(query.shape)} "
                          f"and key {tuple(key.shape)}")
@@ -78,9 +80,22 @@ def varlen_sdpa_attention(module, query, key, value, attention_mask, dropout: fl
     if segments[0][0] != 0 or segments[-1][1] != query.shape[2] or any(
             a[1] != b[0] for a, b in zip(segments, segments[1:])):
         raise ValueError(f"{SEGMENTS_KWARG}: the segments must tile the row [0, {query.shape[2]}) in order, got {segments}")
-    outs = [F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, scale=scaling, enable_gqa=gqa)
-            for q, k, v in zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2))]
+    with shape_free_kernels(query):
+        outs = [F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, scale=scaling, enable_gqa=gqa)
+                for q, k, v in zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2))]
     return torch.cat([o.transpose(1, 2) for o in outs], dim=1), None
+
+
+def shape_free_kernels(query: torch.Tensor):
+    """On CUDA, the SDPA kernels that need no per-shape setup. cuDNN's fused attention builds an
+    execution plan for each new shape (about 0.1 s each, forward and backward, on an H200 with
+    torch 2.11), and training shapes are ever new: the sequences of a padding-free or packed
+    batch, the resampler's number of crops, a batch's longest prompt. A step of the tiny model
+    took seconds. Flash attention (half precision, no mask) and the memory-efficient kernel
+    (any precision, any mask) have no such setup; the math kernel is the last resort."""
+    if not query.is_cuda:
+        return contextlib.nullcontext()
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 def _one_query_attention(module, query, key, value, attention_mask, scaling):

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import shape_free_kernels
 from .config import ResamplerConfig
 
 
@@ -56,7 +57,8 @@ class PerceiverAttention(nn.Module):
     def _attend(self, q, k, v, key_bias):
         n, t = q.shape[:2]
         q, k, v = (z.reshape(n, -1, self.heads, self.dim_head).transpose(1, 2) for z in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias, scale=self.scale)
+        with shape_free_kernels(q):  # the number of crops changes at every step
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias, scale=self.scale)
         return self.to_out(out.transpose(1, 2).reshape(n, t, self.heads * self.dim_head))
 
 
