@@ -191,13 +191,16 @@ def bench_stages(device: str, presets: list[str], steps: int) -> list[dict]:
             if stage in ("dpo", "safety"):
                 ov.update({"lora.enabled": True, "trainable.lang_model": False, "trainable.vision_tokenizer": False})
             cfg = load_config(None, [f"{k}={json.dumps(v)}" for k, v in ov.items()])
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
             run_stage(cfg)
             rows = read_metrics(cfg.run_dir)[1:]  # the first step warms up
             med = lambda k: statistics.median(r[k] for r in rows)  # noqa: E731
             name = stage + (" (multi-image)" if "multi" in source else "")
             out.append({"preset": preset, "stage": name, "packing": packing, "tok_s": med("tokens_per_s"),
                         "samples_s": med("samples_per_s"), "mfu": med("mfu"), "padding": med("padding_fraction"),
-                        "wait": med("data_wait_share"), "step_s": med("step_time_s")})
+                        "wait": med("data_wait_share"), "step_s": med("step_time_s"),
+                        "peak_gb": max(r["peak_memory_gb"] for r in rows)})
     return out
 
 
@@ -243,11 +246,14 @@ def main() -> None:
     if not args.no_stages:
         stages = bench_stages(device, args.presets.split(","), args.stage_steps)
         srows = [[s["preset"], s["stage"], "on" if s["packing"] else "off", f"{s['tok_s']:.0f}", f"{s['samples_s']:.1f}",
-                  f"{s['mfu']:.2%}", f"{s['padding']:.1%}", f"{s['wait']:.1%}", f"{s['step_s']:.3f}"] for s in stages]
+                  f"{s['mfu']:.2%}", f"{s['padding']:.1%}", f"{s['wait']:.1%}", f"{s['step_s']:.3f}"]
+                 + ([f"{s['peak_gb']:.2f}"] if device == "cuda" else []) for s in stages]
+        sheaders = ["preset", "stage", "packing", "tokens/s", "samples/s", "MFU", "padding", "data wait", "s/step"]
+        sheaders += ["peak GPU memory (GiB)"] if device == "cuda" else []
         body += ["", f"Every stage through `run_stage` on the synthetic world (size small), 8 rows per step, max length 1024, "
                  f"median over steps 2..{args.stage_steps}; MFU against {peak_flops(torch.device(device)) / 1e12:.2f} TFLOP/s "
                  f"({'the card' if device == 'cuda' else 'threads x clock x 32 fp32 FLOP/cycle'}).", "",
-                 table(["preset", "stage", "packing", "tokens/s", "samples/s", "MFU", "padding", "data wait", "s/step"], srows)]
+                 table(sheaders, srows)]
     text = "\n".join(body)
     print(text)
     if not args.no_write:
