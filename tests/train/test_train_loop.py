@@ -121,3 +121,54 @@ def test_activation_checkpointing_gives_the_same_losses(world, tmp_path):
     from xgenmm.model import XGenMM
 
     XGenMM.from_pretrained(tmp_path / "ckpt" / "final")  # plain keys, no wrapper prefixes
+
+
+def test_answer_spans_are_the_runs_of_supervised_targets():
+    from xgenmm.train.losses import answer_spans
+
+    x = -100
+    labels = torch.tensor([[5, x, 7, 8, x, 9, x],    # targets (labels[:, 1:]): two answers, 7 8 and 9
+                           [x, 4, 4, 4, x, x, 6]])   # one of three tokens, one of one
+    ids, n = answer_spans(labels)
+    assert n == 4
+    assert ids.tolist() == [0, 0, 1, 2, 2, 2, 3]
+
+
+def test_answer_weighting_averages_each_answer_then_the_answers(tiny_model, tiny_processor):
+    """Each answer counts once, whatever its length: the loss is the mean over answers of the
+    mean over each answer's tokens, computed here from the full logits."""
+    import torch.nn.functional as F
+
+    from tests.conftest import make_image
+    from xgenmm.train.losses import answer_spans, lm_loss
+
+    batch = tiny_processor(["<image>\nwhat colour is the circle? red", "how many shapes are there? three of them"],
+                           [[make_image(40, 30)], []], padding_side="right")
+    labels = torch.full_like(batch["input_ids"], -100)
+    n0, n1 = (int(m.sum()) for m in batch["attention_mask"])
+    labels[0, n0 - 1] = batch["input_ids"][0, n0 - 1]  # a one-token answer
+    labels[1, n1 - 3:n1] = batch["input_ids"][1, n1 - 3:n1]  # a three-token answer
+    labels[1, 3:5] = batch["input_ids"][1, 3:5]  # and a two-token one earlier in the row
+    batch["labels"] = labels
+    token = lm_loss(tiny_model, batch, "token")
+    answer = lm_loss(tiny_model, batch, "answer")
+    assert (token.units, answer.units) == (6, 3)
+    logits = tiny_model(**batch).logits
+    fused = tiny_model(**batch).labels
+    ce = F.cross_entropy(logits[:, :-1].flatten(0, 1), fused[:, 1:].flatten(), reduction="none", ignore_index=-100)
+    ce = ce.view(fused.shape[0], -1)[fused[:, 1:] != -100]
+    ids, _ = answer_spans(batch["labels"])
+    per_answer = torch.stack([ce[ids == k].mean() for k in range(3)])
+    assert float(answer.loss_sum) == pytest.approx(float(per_answer.sum()), rel=1e-5)
+    assert float(token.loss_sum) == pytest.approx(float(ce.sum()), rel=1e-5)
+
+
+def test_answer_weighting_is_the_same_however_the_batch_is_split(world, tmp_path):
+    answer = {"optim.loss_weighting": "answer"}
+    run_stage(tiny_config(world, tmp_path / "big", "sft", 2, **{**answer, "data.batch.batch_size": 4}))
+    run_stage(tiny_config(world, tmp_path / "accum", "sft", 2,
+                          **{**answer, "data.batch.batch_size": 2, "optim.grad_accum": 2}))
+    run_stage(tiny_config(world, tmp_path / "token", "sft", 2, **{"data.batch.batch_size": 4}))
+    big, accum, token = losses(tmp_path / "big"), losses(tmp_path / "accum"), losses(tmp_path / "token")
+    assert big == pytest.approx(accum, rel=1e-5)
+    assert big[1] != pytest.approx(token[1], rel=1e-3)  # a different average of the same batch

@@ -29,6 +29,7 @@ class XGenMMOutput:
     num_supervised: int = 0  # tokens the loss averages over
     past_key_values: object = None
     row_logps: torch.Tensor | None = None  # [B] per row, the sum of the supervised tokens' log-probabilities
+    token_losses: torch.Tensor | None = None  # [num_supervised] each supervised token's cross-entropy, row-major
 
 
 # A pytree node, so that whatever walks a module's output for its tensors (FSDP2 registering
@@ -130,7 +131,8 @@ class XGenMM(nn.Module):
                     tok.placeholder_token_id, labels=labels, segment_ids=segment_ids)
 
     def forward(self, input_ids, attention_mask=None, pixel_values=None, image_sizes=None, labels=None,
-                segment_ids=None, return_logits: bool = True, return_row_logps: bool = False) -> XGenMMOutput:
+                segment_ids=None, return_logits: bool = True, return_row_logps: bool = False,
+                return_token_losses: bool = False) -> XGenMMOutput:
         fused = self.fuse_inputs(input_ids, attention_mask, pixel_values, image_sizes, labels, segment_ids)
         hidden = self._unpadded_hidden(fused) if not return_logits else None
         if hidden is None:
@@ -139,7 +141,7 @@ class XGenMM(nn.Module):
                 inputs_embeds=fused.inputs_embeds, attention_mask=attn, position_ids=fused.position_ids, use_cache=False
             ).last_hidden_state
         head = self.lang_model.get_output_embeddings()
-        loss, n_sup, row_logps = None, 0, None
+        loss, n_sup, row_logps, token_losses = None, 0, None, None
         if return_row_logps and fused.labels is None:
             raise ValueError("return_row_logps needs labels (the tokens whose log-probabilities are summed)")
         if fused.labels is not None:
@@ -149,16 +151,23 @@ class XGenMM(nn.Module):
             n_sup = int(keep.sum())
             if n_sup:
                 sup_logits = head(hidden[:, :-1][keep]).float()
-                loss = F.cross_entropy(sup_logits, target[keep])
+                if return_token_losses:
+                    token_losses = F.cross_entropy(sup_logits, target[keep], reduction="none")
+                    loss = token_losses.mean()
+                else:
+                    loss = F.cross_entropy(sup_logits, target[keep])
                 if return_row_logps:
                     logp = sup_logits.log_softmax(-1).gather(1, target[keep][:, None]).squeeze(1)
                     row_logps = logp.new_zeros(keep.shape[0]).index_add(0, keep.nonzero()[:, 0], logp)
             else:
                 loss = hidden.sum() * 0.0  # no supervised token: a zero that keeps the graph
+                if return_token_losses:
+                    token_losses = hidden.new_zeros(0) + loss
                 if return_row_logps:
                     row_logps = hidden.new_zeros(keep.shape[0]) + loss
         logits = head(hidden) if return_logits else None
-        return XGenMMOutput(loss, logits, fused.attention_mask, fused.labels, n_sup, row_logps=row_logps)
+        return XGenMMOutput(loss, logits, fused.attention_mask, fused.labels, n_sup, row_logps=row_logps,
+                            token_losses=token_losses)
 
     def _unpadded_hidden(self, fused: FusedInputs) -> torch.Tensor | None:
         """The LM's last hidden states [B, L', D] computed without padding: the real positions

@@ -73,6 +73,7 @@ class OptimSection:
     grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
     grad_accum: int = 1  # micro-batches per optimiser step (per rank)
     lr_scale: dict = field(default_factory=dict)  # module prefix -> lr multiplier, e.g. {vision_tokenizer: 0.1}
+    loss_weighting: str = "token"  # next-token loss: token (each supervised token weighs the same) or answer (each answer)
 
 
 @dataclass
@@ -281,6 +282,7 @@ def validate(cfg: TrainConfig, check_paths: bool = True) -> list[str]:
         p.append("schedule.min_lr_ratio: must be in [0, 1]")
     if s.epochs is not None and s.epochs < 1:
         p.append("schedule.epochs: must be >= 1 or null")
+    _choice(p, "optim.loss_weighting", cfg.optim.loss_weighting, ("token", "answer"))
     if cfg.dpo.beta <= 0:
         p.append("dpo.beta: must be > 0")
     if not 0 <= cfg.dpo.label_smoothing < 0.5:

@@ -178,7 +178,7 @@ def _train(cfg: TrainConfig, d: parallel.Dist, hooks: Hooks) -> Path:
             if b is None:
                 break
             batches.append(b)
-        local_units = sum(units(b, cfg.stage) for b in batches)
+        local_units = sum(units(b, cfg.stage, cfg.optim.loss_weighting) for b in batches)
         total_units, short = parallel.all_sum([float(local_units), float(len(batches) < cfg.optim.grad_accum)], d)
         if short:
             if d.is_main:
@@ -197,7 +197,7 @@ def _train(cfg: TrainConfig, d: parallel.Dist, hooks: Hooks) -> Path:
                     out = dpo_loss(wrapped, b, cfg.dpo.beta, cfg.dpo.label_smoothing, reference, parallel.unwrap(wrapped),
                                    cfg.dpo.sft_weight)
                 else:
-                    out = lm_loss(wrapped, b)
+                    out = lm_loss(wrapped, b, cfg.optim.loss_weighting)
                 (out.loss_sum * scale).backward()
             loss_sum += float(out.loss_sum.detach())
             for k, v in out.metrics.items():

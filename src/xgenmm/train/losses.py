@@ -25,8 +25,20 @@ def supervised_count(batch: dict) -> int:
     return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
-def units(batch: dict, stage: str) -> int:
-    return int(batch["num_pairs"]) if stage == "dpo" else supervised_count(batch)
+def answer_spans(labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """For each supervised target (row-major over `labels[:, 1:]`, the order in which the model
+    returns its token losses), the index of its answer: a maximal run of supervised targets
+    in a row. Returns (span index per target, number of answers)."""
+    keep = labels[:, 1:] != IGNORE_INDEX
+    starts = keep & ~F.pad(keep[:, :-1], (1, 0), value=False)
+    ids = starts.flatten().cumsum(0).view_as(keep)[keep] - 1
+    return ids, int(starts.sum())
+
+
+def units(batch: dict, stage: str, weighting: str = "token") -> int:
+    if stage == "dpo":
+        return int(batch["num_pairs"])
+    return answer_spans(batch["labels"])[1] if weighting == "answer" else supervised_count(batch)
 
 
 @dataclass
@@ -37,13 +49,21 @@ class LossOut:
     metrics: dict  # extra sums (DPO: accuracy, margins, rewards) over the units
 
 
-def lm_loss(model, batch: dict) -> LossOut:
-    out = model(**model_inputs(batch), return_logits=False)
+def lm_loss(model, batch: dict, weighting: str = "token") -> LossOut:
+    """Next-token loss summed over tokens (`weighting="token"`), or over answers, each the mean
+    of its tokens (`"answer"`)."""
+    by_answer = weighting == "answer"
+    out = model(**model_inputs(batch), return_logits=False, return_token_losses=by_answer)
     n = out.num_supervised
     if n != supervised_count(batch):
         raise RuntimeError(f"model supervised {n} tokens, the batch labels {supervised_count(batch)} "
                            f"(samples {batch.get('sample_ids')})")
-    return LossOut(out.loss * n, n, out.attention_mask, {})
+    if not by_answer:
+        return LossOut(out.loss * n, n, out.attention_mask, {})
+    ids, spans = answer_spans(batch["labels"])
+    ids = ids.to(out.token_losses.device)
+    lengths = torch.bincount(ids, minlength=spans).to(out.token_losses.dtype)
+    return LossOut((out.token_losses / lengths[ids]).sum(), spans, out.attention_mask, {})
 
 
 def sequence_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
