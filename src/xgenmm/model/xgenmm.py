@@ -4,6 +4,7 @@ The forward contract is documented once, in ARCHITECTURE.md."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,12 @@ class XGenMMOutput:
 # A pytree node, so that whatever walks a module's output for its tensors (FSDP2 registering
 # its pre-backward hooks up to torch 2.11, torch.compile, tree_map) finds the loss inside: as
 # an opaque leaf, FSDP2 never re-gathers the root's parameters for backward.
-torch.utils._pytree.register_dataclass(XGenMMOutput)
+# (`register_pytree_node` rather than `register_dataclass`, which torch has only since 2.7.)
+torch.utils._pytree.register_pytree_node(
+    XGenMMOutput,
+    lambda out: ([getattr(out, f.name) for f in dataclasses.fields(out)], None),
+    lambda values, _context: XGenMMOutput(*values),
+)
 
 
 def build_language_model(config: XGenMMConfig) -> nn.Module:
