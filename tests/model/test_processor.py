@@ -81,3 +81,19 @@ def test_pad_mode_gives_one_square_crop():
     crops = XGenMMImageProcessor(32, "pad").preprocess_one(make_image(64, 16))
     assert crops.shape == (1, 3, 32, 32)
     assert crops[0, :, 0, 0].tolist() == pytest.approx([127 / 255 * 2 - 1] * 3, abs=1e-6)
+
+
+def test_crops_convert_together_exactly_as_one_by_one():
+    import numpy as np
+    import torch
+
+    from xgenmm.model.image_processing import to_tensor, to_tensors
+
+    g = np.random.default_rng(0)
+    crops = [Image.fromarray(g.integers(0, 256, (32, 48, 3), dtype=np.uint8)) for _ in range(5)]
+    together = to_tensors(crops)
+    one_by_one = torch.stack([torch.from_numpy(np.array(c, dtype=np.uint8)).permute(2, 0, 1).float().div(255)
+                              .sub(0.5).div(0.5) for c in crops])
+    assert together.is_contiguous() and together.shape == (5, 3, 32, 48)
+    assert torch.equal(together, one_by_one)
+    assert torch.equal(to_tensor(crops[0]), one_by_one[0])
