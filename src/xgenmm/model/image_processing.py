@@ -67,7 +67,7 @@ def to_tensors(images: list[Image.Image]) -> torch.Tensor:
     """[N, 3, H, W] (contiguous) of same-sized images, each as `to_tensor` gives it: one
     conversion for all of an image's crops instead of a handful of small ops per crop."""
     x = torch.from_numpy(np.stack([np.asarray(im, dtype=np.uint8) for im in images])).permute(0, 3, 1, 2)
-    return x.float().div_(255).sub_(0.5).div_(0.5).contiguous()
+    return x.to(torch.float32, memory_format=torch.contiguous_format).div_(255).sub_(0.5).div_(0.5)
 
 
 class XGenMMImageProcessor:
