@@ -70,6 +70,9 @@ def test_llava_image_tags_equal_image_counts(small_world):
 def test_sft_covers_every_question_kind(small_manifest):
     single = small_manifest["datasets"]["train"]["sft_single"]["kinds"]
     assert set(QUESTION_KINDS) | {"describe"} == set(single)
+    # a share of the images carry an existence drill: four yes/no probes each
+    assert small_manifest["datasets"]["train"]["sft_single"]["existence_drills"] > 0
+    assert single["existence"] > 2 * single["colour"]
     assert set(small_manifest["datasets"]["train"]["sft_multi"]["kinds"]) == set(MULTI_KINDS)
 
 

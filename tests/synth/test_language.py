@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 import re
 
-from xgenmm.synth.language import QUESTION_KINDS, ask, box_text, caption, existence_probe, grounding_caption, ocr_caption
+from xgenmm.synth.language import (QUESTION_KINDS, ask, box_text, caption, existence_drill, existence_probe, grounding_caption,
+                                   ocr_caption)
 from xgenmm.synth.multi import MULTI_KINDS, ask_multi
 from xgenmm.synth.world import PRESETS, Scene, sample_scene
 
@@ -68,6 +69,19 @@ def test_existence_probes_are_balanced_and_adversarial_negatives_exist():
         if (m := re.fullmatch(r"Is there an? (\w+) (\w+) in the image\?", q)) and scene.has(colour=m[1]) and scene.has(kind=m[2]):
             adversarial += 1
     assert adversarial > 20
+
+
+def test_existence_drill_asks_distinct_probes_half_of_them_yes():
+    for name, cfg in PRESETS.items():
+        rng = random.Random(9)
+        for _ in range(100):
+            scene = sample_scene(rng, cfg)
+            drill = existence_drill(scene, cfg, rng, 4)
+            assert len(drill) == 4 and len({qa.question for qa in drill}) == 4, (name, drill)
+            assert sorted(qa.answer for qa in drill) == ["no", "no", "yes", "yes"], (name, drill)
+            for qa in drill:
+                assert qa.kind == "existence"
+                _check(scene, qa.question, qa.answer)
 
 
 def test_box_text_is_normalised_with_two_decimals():

@@ -171,4 +171,7 @@ def test_answer_weighting_is_the_same_however_the_batch_is_split(world, tmp_path
     run_stage(tiny_config(world, tmp_path / "token", "sft", 2, **{"data.batch.batch_size": 4}))
     big, accum, token = losses(tmp_path / "big"), losses(tmp_path / "accum"), losses(tmp_path / "token")
     assert big == pytest.approx(accum, rel=1e-5)
-    assert big[1] != pytest.approx(token[1], rel=1e-3)  # a different average of the same batch
+    # a different average of the same batch: how different depends on the batch's answer lengths
+    # (5e-4 relative on the small world, whose existence drills add many one-token answers),
+    # far above the 1e-7 of float noise
+    assert big[1] != pytest.approx(token[1], rel=1e-4)

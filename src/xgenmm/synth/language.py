@@ -209,6 +209,23 @@ def ask_existence(scene: Scene, cfg: WorldConfig, rng: random.Random) -> QA | No
     return QA("existence", *probe) if probe else None
 
 
+def existence_drill(scene: Scene, cfg: WorldConfig, rng: random.Random, k: int) -> list[QA]:
+    """`k` different existence probes about one scene, half of them "yes" (in random order):
+    many yes/no object questions on one image, as in POPE-style and negative-instruction
+    training data. Fewer when the scene admits fewer distinct probes."""
+    wants = [i % 2 == 0 for i in range(k)]
+    rng.shuffle(wants)
+    out, seen = [], set()
+    for want in wants:
+        for _ in range(10):  # a few draws to find a probe not asked yet
+            probe = existence_probe(scene, cfg, rng, want=want)
+            if probe and probe[0] not in seen:
+                seen.add(probe[0])
+                out.append(QA("existence", *probe))
+                break
+    return out
+
+
 def ask_reading(scene: Scene, cfg: WorldConfig, rng: random.Random) -> QA | None:
     if not scene.words:
         return None
