@@ -165,9 +165,9 @@ def write_interleaved_shards(out: OutputDir, cfg: WorldConfig, rng: random.Rando
 # questions, and the drill's number of probes. Yes/no existence is the one question kind that
 # the demo's tiny LM did not learn from the mixture alone: it answered near chance (mostly
 # "no"), even on its training images. With drills it answers the kind and colour probes
-# ("Is there a circle?", "Is there a red shape?") right, 21 of 22 held-out in each of four
-# runs against 11-12 without; the probes naming colour and kind together ("a red circle"),
-# which need both bound to one object, stay near chance. A quarter of the images as drills
+# ("Is there a circle?", "Is there a red shape?") right, 21 or more of 22-24 held-out in six
+# of seven runs against 10-16 in eight runs without; the probes naming colour and kind
+# together ("a red circle"), which need both bound to one object, stay near chance. A quarter of the images as drills
 # cost locating and position more than an eighth did (README, the demo section).
 EXISTENCE_DRILL_SHARE = 0.12
 EXISTENCE_DRILL_PROBES = 4
