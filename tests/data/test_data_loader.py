@@ -4,6 +4,7 @@ from `state_dict()` sees exactly the batches the uninterrupted run would have se
 from __future__ import annotations
 
 import pytest
+import torch
 from datahelpers import llava, write_jsonl
 
 from xgenmm.data import BatchConfig, EncodeConfig, LoaderConfig, build_loader
@@ -87,3 +88,94 @@ def test_an_in_process_loader_leaves_the_training_threads_alone(image_dir, proce
         assert batches and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+# ---- the encoded-sample cache (data.cache_mb) ------------------------------------------------
+
+
+def repair_dataset(image_dir, n=24):
+    """Samples that need repairs or get skipped at max_length 200: every fourth has its image tag
+    missing (fixed_single_image_tags); the long answers are cut (truncated); five-crop images
+    leave no room for the answer (no_supervised_tokens); record 7 is broken (bad_json)."""
+    recs = []
+    for i in range(n):
+        rec = llava(i, image=f"img{i % 5}.png", question=QUESTIONS[i % 4], answer=ANSWERS[i % 4])
+        if i % 4 == 1:
+            rec["conversations"][0]["value"] = QUESTIONS[i % 4]  # no <image> tag
+        recs.append(rec)
+    recs[7] = "{broken"
+    return str(write_jsonl(image_dir / "repairs.jsonl", recs))
+
+
+def make_cached(path, processor, cache_mb=0, **batch):
+    return build_loader(path, processor, EncodeConfig(max_length=200), BatchConfig(**{"batch_size": 3, **batch}),
+                        loader=LoaderConfig(seed=5, cache_mb=cache_mb))
+
+
+def same_batches(a: list[dict], b: list[dict]) -> bool:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x["sample_ids"] == y["sample_ids"]
+        for k in ("input_ids", "labels", "attention_mask"):
+            assert torch.equal(x[k], y[k]), k
+        assert x["image_sizes"] == y["image_sizes"]
+        assert len(x["pixel_values"]) == len(y["pixel_values"])
+        assert all(torch.equal(p, q) for p, q in zip(x["pixel_values"], y["pixel_values"]))
+    return True
+
+
+@pytest.mark.parametrize("batch", [{}, {"packing": True, "pack_window": 6}])
+def test_a_cached_loader_gives_every_epoch_exactly_the_uncached_batches_and_counters(image_dir, processor, batch):
+    path = repair_dataset(image_dir)
+    plain, cached = make_cached(path, processor, **batch), make_cached(path, processor, cache_mb=64, **batch)
+    for epoch in range(3):
+        assert same_batches(list(plain), list(cached)), epoch
+        a, b = plain.last_epoch_stats.to_dict(), cached.last_epoch_stats.to_dict()
+        assert a == b, epoch
+        assert a["skipped"] == {"bad_json": 1, "no_supervised_tokens": 5}
+        assert a["repaired"] == {"fixed_single_image_tags": 6, "truncated": 5}
+    cache = cached.pipeline.cache
+    assert (cache.misses, cache.hits, len(cache.items)) == (24, 48, 24)  # skipped records are remembered too
+
+
+def test_a_cached_epoch_does_not_decode_or_encode_again(image_dir, processor, monkeypatch):
+    from xgenmm.data import encode as encode_mod
+
+    calls = []
+    original = encode_mod.Encoder.encode
+    monkeypatch.setattr(encode_mod.Encoder, "encode", lambda self, s: calls.append(s.id) or original(self, s))
+    loader = make_cached(repair_dataset(image_dir), processor, cache_mb=64)
+    list(loader)
+    first = len(calls)
+    list(loader)
+    assert first == 23 and len(calls) == first  # 24 records, one of them not JSON
+
+
+def test_a_full_cache_keeps_what_fits_and_encodes_the_rest(image_dir, processor):
+    path = repair_dataset(image_dir)
+    plain, cached = make_cached(path, processor), make_cached(path, processor, cache_mb=1)
+    cache = cached.pipeline.cache
+    cache.max_bytes = 200_000  # room for a few of the samples only
+    for _ in range(2):
+        assert same_batches(list(plain), list(cached))
+    assert 0 < len(cache.items) < 24 and cache.not_kept > 0 and cache.bytes <= cache.max_bytes
+
+
+def test_resuming_counts_a_replayed_samples_repairs_once(image_dir, processor):
+    """A resumed loader re-encodes the samples its batcher held at the save; their repairs
+    (here truncations) were counted before the save and must not be counted again."""
+    path = repair_dataset(image_dir)
+    batch = {"packing": True, "pack_window": 6}
+    full = make_cached(path, processor, **batch)
+    list(full)
+    first = make_cached(path, processor, **batch)
+    it = iter(first)
+    for _ in range(3):
+        next(it)
+    state = first.state_dict()
+    del it
+    assert any(w["pending"] for w in state["workers"].values())
+    resumed = make_cached(path, processor, cache_mb=64, **batch)
+    resumed.load_state_dict(state)
+    list(resumed)
+    assert resumed.last_epoch_stats.to_dict() == full.last_epoch_stats.to_dict()

@@ -88,3 +88,42 @@ def test_model_output_is_a_pytree_whose_leaves_hold_the_loss(tiny_model, tiny_pr
     assert any(leaf is out.loss for leaf in leaves)
     rebuilt = torch.utils._pytree.tree_unflatten(leaves, spec)
     assert rebuilt.loss is out.loss and rebuilt.num_supervised == out.num_supervised
+
+
+def test_the_image_token_cache_computes_each_image_tensor_once(tiny_model):
+    """Frozen vision parts: an image's tokens are kept per tensor object (contents never
+    hashed), recomputed for a new tensor however alike, and dropped when the tensor dies."""
+    import gc
+
+    model = tiny_model.eval()
+    model.requires_grad_(False)
+    torch.manual_seed(0)
+    a, b = torch.randn(3, 3, 64, 64), torch.randn(1, 3, 64, 64)
+    sizes = [(128, 64), (64, 64)]
+    with torch.no_grad():
+        expected, counts = model.encode_images([a, b, a], sizes + [(128, 64)])
+        calls = []
+        hook = model.vision_encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+        model.cache_image_tokens(True)
+        first, c1 = model.encode_images([a, b, a], sizes + [(128, 64)])
+        again, c2 = model.encode_images([b, a], sizes[::-1])
+        copy, _ = model.encode_images([a.clone()], sizes[:1])
+        hook.remove()
+    assert calls == [4, 3]  # a and b once (a's repeat deduplicated), then only the clone
+    assert c1 == counts and c2 == counts[:2][::-1]
+    assert torch.allclose(first, expected, atol=1e-5)
+    assert torch.equal(again, torch.cat([first[counts[0]:counts[0] + counts[1]], first[:counts[0]]]))
+    assert torch.allclose(copy, expected[:counts[0]], atol=1e-5)
+    held = len(model._image_tokens)
+    del a
+    gc.collect()
+    assert len(model._image_tokens) == held - 1
+    model.cache_image_tokens(False)
+    assert model._image_tokens is None
+
+
+def test_the_image_token_cache_refuses_a_trainable_vision_part(tiny_model):
+    tiny_model.requires_grad_(False)
+    tiny_model.vision_tokenizer.latents.requires_grad_(True)
+    with pytest.raises(ValueError, match="frozen vision encoder and resampler; vision_tokenizer.latents is trainable"):
+        tiny_model.cache_image_tokens(True)

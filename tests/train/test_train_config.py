@@ -67,6 +67,16 @@ def test_cross_field_rules_of_the_stages(tmp_path):
     assert "dpo stage needs LoRA" in text
     with pytest.raises(ConfigError, match="trainable.lang_model: must be false with lora.enabled"):
         load_config(None, ["model.checkpoint=x", "data.source=x", "lora.enabled=true"], check_paths=False)
+    # The encoded-sample cache lives in the training process.
+    with pytest.raises(ConfigError, match="data.cache_mb: .* needs data.num_workers: 0"):
+        load_config(None, ["model.checkpoint=x", "data.source=x", "data.cache_mb=512", "data.num_workers=2"], check_paths=False)
+    assert load_config(None, ["model.checkpoint=x", "data.source=x", "data.cache_mb=512"], check_paths=False).data.cache_mb == 512
+    # The image-token cache: only for frozen vision parts, and only with the sample cache.
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["model.checkpoint=x", "data.source=x", "runtime.image_token_cache=true"], check_paths=False)
+    assert "needs data.cache_mb > 0" in str(e.value) and "needs trainable.vision_encoder and trainable.vision_tokenizer false" in str(e.value)
+    load_config(None, ["model.checkpoint=x", "data.source=x", "runtime.image_token_cache=true", "data.cache_mb=64",
+                       "trainable.vision_tokenizer=false"], check_paths=False)
 
 
 def test_resolved_config_round_trips_through_yaml():

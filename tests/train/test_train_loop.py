@@ -123,6 +123,23 @@ def test_activation_checkpointing_gives_the_same_losses(world, tmp_path):
     XGenMM.from_pretrained(tmp_path / "ckpt" / "final")  # plain keys, no wrapper prefixes
 
 
+@pytest.mark.parametrize("stage", ["sft", "dpo"])
+def test_the_sample_and_image_token_caches_leave_the_losses_unchanged(world, tmp_path, stage):
+    """Three epochs of a stage with frozen vision parts: in memory, the later epochs neither
+    re-encode a sample nor re-run the vision side, and train exactly as before (to the float
+    rounding of a different batching of the vision forward)."""
+    common = {"trainable.vision_tokenizer": False, "data.batch.batch_size": 4}
+    steps = 18 if stage == "sft" else 9  # 24 conversations / 12 pairs, 4 per batch: three epochs
+    run_stage(tiny_config(world, tmp_path / "plain", stage, steps, **common))
+    run_stage(tiny_config(world, tmp_path / "samples", stage, steps, **common, **{"data.cache_mb": 64}))
+    run_stage(tiny_config(world, tmp_path / "tokens", stage, steps, **common,
+                          **{"data.cache_mb": 64, "runtime.image_token_cache": True}))
+    plain = losses(tmp_path / "plain")
+    assert len(plain) == steps
+    assert losses(tmp_path / "samples") == plain
+    assert losses(tmp_path / "tokens") == pytest.approx(plain, rel=1e-5)
+
+
 def test_answer_spans_are_the_runs_of_supervised_targets():
     from xgenmm.train.losses import answer_spans
 

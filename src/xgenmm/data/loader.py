@@ -12,7 +12,9 @@ and rotates worker ids so that the round-robin continues with the right worker."
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -20,7 +22,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .collate import BatchConfig, Batcher
-from .encode import EncodeConfig, Encoder
+from .encode import EncodeConfig, Encoded, EncodedPair, Encoder
 from .errors import SampleError, SkipStats
 from .mixture import Stream
 from .parse import SamplePolicy, parse_record
@@ -35,25 +37,88 @@ class LoaderConfig:
     rank: int = 0  # this process's data-parallel rank
     world_size: int = 1  # data-parallel ranks; each reads a disjoint part of the stream
     prefetch_factor: int = 2  # batches prefetched per worker
+    cache_mb: int = 0  # keep encoded samples in memory up to this many MiB (0: off; see EncodedCache)
+
+
+@dataclass
+class _Entry:
+    """What encoding one record gave: the sample (or the SampleError that skips it) and the
+    repairs made on the way."""
+
+    value: object  # Encoded, EncodedPair or SampleError
+    repaired: Counter
+
+
+class EncodedCache:
+    """Encoded samples (token ids, labels, image crops) kept in memory across epochs, keyed by
+    (source, sample id), so that a multi-epoch run decodes and encodes each sample once.
+    Encoding is a pure function of the record, so a cached epoch yields exactly the batches an
+    uncached one does; a sample that failed to encode is remembered as its error (and counted
+    again each epoch, as it would be). When `max_bytes` is reached, further samples are
+    encoded as usual and not kept. In-process only: worker processes would each hold their
+    own copy and lose it at every epoch, so the trainer allows it with `num_workers: 0`."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self.items: dict[tuple, object] = {}
+        self.bytes = 0
+        self.hits = self.misses = self.not_kept = 0
+
+    @staticmethod
+    def size(entry: "_Entry") -> int:
+        value = entry.value
+        encs = (value.chosen, value.rejected) if isinstance(value, EncodedPair) else (value,) if isinstance(value, Encoded) else ()
+        seen, total = set(), 256
+        for e in encs:
+            for t in [e.input_ids, e.labels, *e.pixel_values]:
+                if id(t) not in seen:
+                    seen.add(id(t))
+                    total += t.numel() * t.element_size()
+        return total
+
+    def get(self, key: tuple):
+        value = self.items.get(key)
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return value
+
+    def put(self, key: tuple, value) -> None:
+        n = self.size(value)
+        if self.bytes + n > self.max_bytes:
+            self.not_kept += 1
+            return
+        self.items[key] = value
+        self.bytes += n
+
+    def summary(self) -> str:
+        return (f"encoded-sample cache: {len(self.items)} samples, {self.bytes / 2**20:.1f} MiB, "
+                f"{self.hits} hits, {self.misses} misses, {self.not_kept} not kept (cache full)")
 
 
 class DataPipeline:
     """stream + policy + encoder + batcher for one logical worker: `batches(...)`."""
 
     def __init__(self, stream: Stream, processor, encode: EncodeConfig | None = None,
-                 batch: BatchConfig | None = None, policy: SamplePolicy | None = None):
+                 batch: BatchConfig | None = None, policy: SamplePolicy | None = None, cache_mb: int = 0):
         self.stream = stream
         self.processor = processor
         self.encode_cfg = encode or EncodeConfig()
         self.batch_cfg = batch or BatchConfig()
         self.policy = policy or SamplePolicy()
+        self.cache = EncodedCache(cache_mb * 2**20) if cache_mb > 0 else None
 
     def samples(self, epoch: int = 0, shard: int = 0, num_shards: int = 1, stats: SkipStats | None = None,
                 decode_pixels: bool = True, state: dict | None = None, limit: int | None = None) -> Iterator:
         """Encoded samples of this shard in stream order (bad ones counted in `stats`), over
         the first `limit` stream positions when given."""
         stats = stats if stats is not None else SkipStats(strict=self.policy.strict)
-        encoder = Encoder(self.processor, self.encode_cfg, stats, decode_pixels=decode_pixels)
+        # Repairs are counted per sample, then added to `stats` when the sample is fresh (a
+        # replayed one was counted before the save) and remembered with a cached sample.
+        local = SkipStats()
+        encoder = Encoder(self.processor, self.encode_cfg, local, decode_pixels=decode_pixels)
+        cache = self.cache if decode_pixels else None
         cursor = state["cursor"] if state else 0
         replay = set(state["pending"]) if state else set()
         for pos, item in enumerate(self.stream.iterate(epoch)):
@@ -64,15 +129,24 @@ class DataPipeline:
             fresh = pos >= cursor  # replayed samples were counted before the save
             if fresh:
                 stats.read += 1
-            try:
-                sample = parse_record(item.record(), item.id, item.resolve, self.policy, stats if fresh else None,
-                                      item.kind)
-                enc = encoder.encode(sample)
-            except SampleError as e:
+            key = (item.source, item.id)
+            entry = cache.get(key) if cache is not None else None
+            if entry is None:
+                local.repaired.clear()
+                try:
+                    sample = parse_record(item.record(), item.id, item.resolve, self.policy, local, item.kind)
+                    entry = _Entry(encoder.encode(sample), Counter(local.repaired))
+                except SampleError as e:
+                    entry = _Entry(e, Counter(local.repaired))
+                if cache is not None:
+                    cache.put(key, entry)
+            if fresh:
+                stats.repaired.update(entry.repaired)
+            if isinstance(entry.value, SampleError):
                 if fresh:
-                    stats.skip(e)
+                    stats.skip(entry.value)
                 continue
-            enc.position = pos
+            enc = dataclasses.replace(entry.value, position=pos)
             if fresh:
                 stats.ok += 1
             yield enc
@@ -147,6 +221,8 @@ class ResumableLoader:
             yield b
         self.last_epoch_stats = self.stats()
         log.info("data epoch %d: %s", self.epoch, self.last_epoch_stats.summary())
+        if self.pipeline.cache is not None:
+            log.info(self.pipeline.cache.summary())
         self.epoch += 1
         self.taken = 0
         self.next_worker = 0
@@ -180,4 +256,4 @@ def build_loader(source, processor, encode: EncodeConfig | None = None, batch: B
     """The loader for a source path, a mixture YAML, or a SourceConfig / MixtureConfig."""
     loader = loader or LoaderConfig()
     stream = source if isinstance(source, Stream) else Stream(source, seed=loader.seed)
-    return ResumableLoader(DataPipeline(stream, processor, encode, batch, policy), loader)
+    return ResumableLoader(DataPipeline(stream, processor, encode, batch, policy, cache_mb=loader.cache_mb), loader)

@@ -129,7 +129,7 @@ class Stream:
     def _iterate_source(self, k: int, seed: int) -> Iterator[RawItem]:
         kind = self.cfg.sources[k].kind
         for item in self.sources[k].iterate(seed):
-            item.kind = kind
+            item.kind, item.source = kind, k
             yield item
 
     def _counted(self, seed: int) -> Iterator[RawItem]:
@@ -150,7 +150,7 @@ class Stream:
         rng.shuffle(plan)
         for si, i in plan:
             item = self.sources[si].item(i)
-            item.kind = self.cfg.sources[si].kind
+            item.kind, item.source = self.cfg.sources[si].kind, si
             yield item
 
     def _weighted(self, seed: int) -> Iterator[RawItem]:

@@ -42,6 +42,7 @@ class RawItem:
     resolve: Resolver = default_resolver  # image field -> ImageRef
     cfg: SourceConfig | None = None  # field renames applied after parsing a JSON line
     kind: str = "auto"  # the sample kind its source declares (auto: from the record's keys)
+    source: int = 0  # index of its source in the stream's mixture (ids are unique within a source)
 
     def record(self) -> dict:
         from .shards import _ShardRecord, shard_record

@@ -5,6 +5,7 @@ The forward contract is documented once, in ARCHITECTURE.md."""
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,7 @@ class XGenMM(nn.Module):
         self.vision_tokenizer = PerceiverResampler(config.resampler)
         self.lang_model = language_model if language_model is not None else build_language_model(config)
         self.crop_side = config.image.image_size // self.vision_encoder.tower.config.patch_size
+        self._image_tokens: dict | None = None  # see cache_image_tokens
 
     # ---- the four parts -------------------------------------------------------------
     @property
@@ -76,7 +78,58 @@ class XGenMM(nn.Module):
     def tokens_per_image(self, num_crops: int) -> int:
         return num_crops * self.tokens_per_crop
 
+    def cache_image_tokens(self, enabled: bool = True) -> None:
+        """While the vision encoder and the resampler are both frozen, an image's tokens are a
+        function of its pixels alone: keep them, per image tensor, for as long as that tensor
+        lives (the loader's encoded-sample cache keeps the same tensors from epoch to epoch), so
+        that the vision side runs once per image instead of once per epoch. Keyed by the tensor
+        object, never by its contents: pixel tensors are not modified in place anywhere in the
+        pipeline. The trainer turns it on for a stage whose config freezes both parts
+        (`runtime.image_token_cache`) and off at the end of the stage."""
+        if not enabled:
+            self._image_tokens = None
+            return
+        trainable = [n for n, p in self.named_parameters()
+                     if p.requires_grad and n.startswith(("vision_encoder.", "vision_tokenizer."))]
+        if trainable:
+            raise ValueError(f"the image-token cache needs a frozen vision encoder and resampler; {trainable[0]} is trainable")
+        self._image_tokens = {}
+
     def encode_images(self, pixel_values: list[torch.Tensor], image_sizes: list | None) -> tuple[torch.Tensor, list[int]]:
+        """The tokens of each image, [sum of tokens, D_lm], and the count per image (from the
+        image-token cache where it is on, see `cache_image_tokens`)."""
+        cache = self._image_tokens
+        if cache is None:
+            return self._encode_images(pixel_values, image_sizes)
+        sizes = [tuple(int(v) for v in image_sizes[i]) if image_sizes is not None and i < len(image_sizes) else None
+                 for i in range(len(pixel_values))]
+
+        def cached(i: int):
+            entry = cache.get(id(pixel_values[i]))
+            if entry is None or entry[0]() is not pixel_values[i] or entry[1] != sizes[i]:
+                return None
+            return entry[2]
+
+        todo: dict[int, int] = {}  # tensor id -> first image index, for the images not cached
+        for i in range(len(pixel_values)):
+            if cached(i) is None:
+                todo.setdefault(id(pixel_values[i]), i)
+        if todo:
+            idx = list(todo.values())
+            new, counts = self._encode_images([pixel_values[i] for i in idx],
+                                              None if image_sizes is None else [sizes[i] for i in idx])
+            for i, tokens in zip(idx, new.split(counts)):
+                key = id(pixel_values[i])
+
+                def forget(ref, key=key):
+                    if key in cache and cache[key][0] is ref:
+                        del cache[key]
+
+                cache[key] = (weakref.ref(pixel_values[i], forget), sizes[i], tokens.detach())
+        parts = [cached(i) for i in range(len(pixel_values))]
+        return torch.cat(parts), [int(t.shape[0]) for t in parts]
+
+    def _encode_images(self, pixel_values: list[torch.Tensor], image_sizes: list | None) -> tuple[torch.Tensor, list[int]]:
         """All crops of the batch through the vision encoder in one call, the anyres token
         groups gathered with one index, all groups through the resampler in one call.
         Returns ([sum of tokens, D_lm], tokens per image)."""

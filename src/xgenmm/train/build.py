@@ -69,7 +69,7 @@ def _check_vocab(model: XGenMM, processor: XGenMMProcessor) -> None:
 def build_data(cfg: TrainConfig, processor: XGenMMProcessor, rank: int = 0, world_size: int = 1) -> ResumableLoader:
     d = cfg.data
     source = SourceConfig(path=list(d.source)) if isinstance(d.source, list) else d.source
-    loader_cfg = LoaderConfig(seed=d.seed, num_workers=d.num_workers, rank=rank, world_size=world_size)
+    loader_cfg = LoaderConfig(seed=d.seed, num_workers=d.num_workers, rank=rank, world_size=world_size, cache_mb=d.cache_mb)
     return build_loader(source, processor, d.encode, d.batch, d.policy, loader_cfg)
 
 

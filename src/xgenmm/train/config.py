@@ -41,6 +41,7 @@ class DataSection:
     source: str | list = ""  # a .json/.jsonl/.parquet file, WebDataset shards (brace pattern or list) or a mixture .yaml
     seed: int = 42  # stream seed (a mixture file's own seed wins)
     num_workers: int = 0  # DataLoader worker processes per rank (0: in the training process)
+    cache_mb: int = 0  # keep encoded samples in memory across epochs, up to this many MiB (0: off; needs num_workers 0)
     encode: EncodeConfig = field(default_factory=EncodeConfig)  # length policy and image convention
     batch: BatchConfig = field(default_factory=BatchConfig)  # rows per micro-batch (per rank), packing, grouping
     policy: SamplePolicy = field(default_factory=SamplePolicy)  # what to do with imperfect samples
@@ -102,6 +103,7 @@ class RuntimeSection:
     activation_checkpointing: bool = False  # recompute LLM layers and resampler attention in backward (non-reentrant)
     threads: int = 0  # torch intra-op threads (0: torch's default)
     deterministic: bool = True  # torch deterministic algorithms (CPU runs are bitwise repeatable)
+    image_token_cache: bool = False  # frozen vision encoder + resampler: each image's tokens computed once (needs data.cache_mb)
 
 
 @dataclass
@@ -236,6 +238,18 @@ def validate(cfg: TrainConfig, check_paths: bool = True) -> list[str]:
         p.append("data.source: required (a data file, shards or a mixture .yaml)")
     if cfg.data.num_workers < 0:
         p.append("data.num_workers: must be >= 0")
+    if cfg.data.cache_mb < 0:
+        p.append("data.cache_mb: must be >= 0")
+    elif cfg.data.cache_mb and cfg.data.num_workers:
+        p.append("data.cache_mb: the encoded-sample cache lives in the training process; it needs data.num_workers: 0 "
+                 "(each worker process would keep its own copy and lose it at every epoch)")
+    if cfg.runtime.image_token_cache:
+        if not cfg.data.cache_mb:
+            p.append("runtime.image_token_cache: needs data.cache_mb > 0 (it keeps tokens per image tensor, and only "
+                     "the encoded-sample cache hands the same tensors back in later epochs)")
+        if cfg.trainable.vision_encoder or cfg.trainable.vision_tokenizer:
+            p.append("runtime.image_token_cache: needs trainable.vision_encoder and trainable.vision_tokenizer false "
+                     "(cached tokens would go stale as those weights train)")
     _choice(p, "data.encode.truncation", cfg.data.encode.truncation, ("truncate", "drop"))
     _choice(p, "data.encode.convention", cfg.data.encode.convention, ("auto", "instruct", "base"))
     if cfg.data.batch.batch_size < 1:

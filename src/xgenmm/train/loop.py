@@ -86,6 +86,8 @@ def _train(cfg: TrainConfig, d: parallel.Dist, hooks: Hooks) -> Path:
     # ---- model, trainable parts, manifest ------------------------------------------------
     model, processor = build_model(cfg)
     apply_trainable(model, cfg.trainable, cfg.lora, cfg.seed)
+    if cfg.runtime.image_token_cache:
+        model.cache_image_tokens(True)  # the config froze both vision parts (validated)
     man = manifest(model)
     if d.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
