@@ -86,7 +86,7 @@ FULL = DemoPreset(
     world_size=WorldSize(2000, 200, 500, 4000, 1000, 500, 400, 40, 40, 60, 50, 30, 40, 60, 6, 20),
     tokenizer_vocab=640,
     vision=VisionPretrainConfig(max_steps=400),
-    steps={"pretrain": 200, "sft_single": 600, "sft_multi": 200, "dpo": 40, "safety": 100},
+    steps={"pretrain": 200, "sft_single": 1000, "sft_multi": 200, "dpo": 40, "safety": 100},
     batch={"pretrain": 8, "sft_single": 32, "sft_multi": 32, "dpo": 16, "safety": 32},
     dpo_heldout=100,
     mix_single=1000,
