@@ -179,3 +179,25 @@ def test_resuming_counts_a_replayed_samples_repairs_once(image_dir, processor):
     resumed.load_state_dict(state)
     list(resumed)
     assert resumed.last_epoch_stats.to_dict() == full.last_epoch_stats.to_dict()
+
+
+def test_the_cache_tells_apart_shards_that_share_a_file_name(tmp_path, processor):
+    """Two folders, each with a shard-000.tar holding sample "k0": two different records."""
+    import json
+
+    from datahelpers import png_bytes, write_tar
+
+    from xgenmm.data import SourceConfig
+
+    paths = []
+    for folder, caption in (("a", "a red circle"), ("b", "a blue square at the top")):
+        (tmp_path / folder).mkdir()
+        paths.append(str(write_tar(tmp_path / folder / "shard-000.tar",
+                                   [{"__key__": "k0", "png": png_bytes(64, 64), "txt": caption}])))
+    loader = build_loader(SourceConfig(path=paths, shuffle=False), processor, EncodeConfig(max_length=400),
+                          BatchConfig(batch_size=1), loader=LoaderConfig(seed=5, cache_mb=64))
+    for _ in range(2):
+        texts = [processor.tokenizer.decode(b["input_ids"][0][b["labels"][0] != -100]) for b in loader]
+        assert len(texts) == 2 and "red circle" in texts[0] and "blue square" in texts[1], texts
+    assert loader.pipeline.cache.hits == 2 and len(loader.pipeline.cache.items) == 2
+    json.dumps(loader.state_dict())  # the state stays plain JSON

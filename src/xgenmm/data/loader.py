@@ -51,7 +51,8 @@ class _Entry:
 
 class EncodedCache:
     """Encoded samples (token ids, labels, image crops) kept in memory across epochs, keyed by
-    (source, sample id), so that a multi-epoch run decodes and encodes each sample once.
+    the record's place in the stream (`RawItem.key`: its source, and its index, line or shard
+    URL and member key there), so that a multi-epoch run decodes and encodes each sample once.
     Encoding is a pure function of the record, so a cached epoch yields exactly the batches an
     uncached one does; a sample that failed to encode is remembered as its error (and counted
     again each epoch, as it would be). When `max_bytes` is reached, further samples are
@@ -129,7 +130,7 @@ class DataPipeline:
             fresh = pos >= cursor  # replayed samples were counted before the save
             if fresh:
                 stats.read += 1
-            key = (item.source, item.id)
+            key = item.key
             entry = cache.get(key) if cache is not None else None
             if entry is None:
                 local.repaired.clear()

@@ -118,7 +118,8 @@ class ShardSource(Source):
 
     def _item(self, s: dict) -> RawItem:
         sid = f"{Path(str(s.get('__url__', '?'))).name}:{s.get('__key__', '?')}"
-        return RawItem(sid, _ShardRecord(s, sid, self.cfg), _member_resolver(s))
+        uid = f"{s.get('__url__', '?')}:{s.get('__key__', '?')}"
+        return RawItem(sid, _ShardRecord(s, sid, self.cfg), _member_resolver(s), uid=uid)
 
 
 class _ShardRecord(dict):

@@ -42,7 +42,13 @@ class RawItem:
     resolve: Resolver = default_resolver  # image field -> ImageRef
     cfg: SourceConfig | None = None  # field renames applied after parsing a JSON line
     kind: str = "auto"  # the sample kind its source declares (auto: from the record's keys)
-    source: int = 0  # index of its source in the stream's mixture (ids are unique within a source)
+    source: int = 0  # index of its source in the stream's mixture
+    uid: str = ""  # unique within its source where `id` may not be (shards: the full URL, not the file name)
+
+    @property
+    def key(self) -> tuple[int, str]:
+        """What identifies the record in the whole stream (the encoded-sample cache's key)."""
+        return self.source, self.uid or self.id
 
     def record(self) -> dict:
         from .shards import _ShardRecord, shard_record
