@@ -84,7 +84,8 @@ class XGenMM(nn.Module):
         lives (the loader's encoded-sample cache keeps the same tensors from epoch to epoch), so
         that the vision side runs once per image instead of once per epoch. Keyed by the tensor
         object, never by its contents: pixel tensors are not modified in place anywhere in the
-        pipeline. The trainer turns it on for a stage whose config freezes both parts
+        pipeline. On a GPU the trainer leaves the loader's pixel tensors on the host (they are
+        the keys) and only the images not cached are copied to the device. The trainer turns it on for a stage whose config freezes both parts
         (`runtime.image_token_cache`) and off at the end of the stage."""
         if not enabled:
             self._image_tokens = None
@@ -116,7 +117,8 @@ class XGenMM(nn.Module):
                 todo.setdefault(id(pixel_values[i]), i)
         if todo:
             idx = list(todo.values())
-            new, counts = self._encode_images([pixel_values[i] for i in idx],
+            device = next(self.vision_encoder.parameters()).device  # keys may stay on the host
+            new, counts = self._encode_images([pixel_values[i].to(device) for i in idx],
                                               None if image_sizes is None else [sizes[i] for i in idx])
             for i, tokens in zip(idx, new.split(counts)):
                 key = id(pixel_values[i])

@@ -63,11 +63,14 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _to_device(batch: dict, device: torch.device) -> dict:
+def _to_device(batch: dict, device: torch.device, move_pixels: bool = True) -> dict:
+    """The batch on `device`. With the image-token cache on, the pixel tensors stay the
+    loader's own (the cache's keys); the model moves what it must encode."""
     if device.type == "cpu":
         return batch
     out = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-    out["pixel_values"] = [p.to(device, non_blocking=True) for p in batch["pixel_values"]]
+    if move_pixels:
+        out["pixel_values"] = [p.to(device, non_blocking=True) for p in batch["pixel_values"]]
     return out
 
 
@@ -193,7 +196,7 @@ def _train(cfg: TrainConfig, d: parallel.Dist, hooks: Hooks) -> Path:
         for i, b in enumerate(batches):
             if hooks.on_batch:
                 hooks.on_batch(step, b)
-            b = _to_device(b, d.device)
+            b = _to_device(b, d.device, move_pixels=not cfg.runtime.image_token_cache)
             with parallel.no_grad_sync(wrapped, d, last=i == len(batches) - 1), parallel.autocast(amp, d.device):
                 if cfg.stage == "dpo":
                     out = dpo_loss(wrapped, b, cfg.dpo.beta, cfg.dpo.label_smoothing, reference, parallel.unwrap(wrapped),
