@@ -138,7 +138,8 @@ class DataPipeline:
                     sample = parse_record(item.record(), item.id, item.resolve, self.policy, local, item.kind)
                     entry = _Entry(encoder.encode(sample), Counter(local.repaired))
                 except SampleError as e:
-                    entry = _Entry(e, Counter(local.repaired))
+                    # Kept without its traceback, whose frames would hold the sample's data.
+                    entry = _Entry(e.with_traceback(None), Counter(local.repaired))
                 if cache is not None:
                     cache.put(key, entry)
             if fresh:
