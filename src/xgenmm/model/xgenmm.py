@@ -85,8 +85,9 @@ class XGenMM(nn.Module):
         that the vision side runs once per image instead of once per epoch. Keyed by the tensor
         object, never by its contents: pixel tensors are not modified in place anywhere in the
         pipeline. On a GPU the trainer leaves the loader's pixel tensors on the host (they are
-        the keys) and only the images not cached are copied to the device. The trainer turns it on for a stage whose config freezes both parts
-        (`runtime.image_token_cache`) and off at the end of the stage."""
+        the keys) and only the images not cached are copied to the device. The trainer turns it
+        on for a stage whose config freezes both parts (`runtime.image_token_cache`) and off
+        at the end of the stage."""
         if not enabled:
             self._image_tokens = None
             return
@@ -111,9 +112,10 @@ class XGenMM(nn.Module):
                 return None
             return entry[2]
 
+        parts = [cached(i) for i in range(len(pixel_values))]
         todo: dict[int, int] = {}  # tensor id -> first image index, for the images not cached
-        for i in range(len(pixel_values)):
-            if cached(i) is None:
+        for i, part in enumerate(parts):
+            if part is None:
                 todo.setdefault(id(pixel_values[i]), i)
         if todo:
             idx = list(todo.values())
@@ -128,7 +130,7 @@ class XGenMM(nn.Module):
                         del cache[key]
 
                 cache[key] = (weakref.ref(pixel_values[i], forget), sizes[i], tokens.detach())
-        parts = [cached(i) for i in range(len(pixel_values))]
+            parts = [part if part is not None else cached(i) for i, part in enumerate(parts)]
         return torch.cat(parts), [int(t.shape[0]) for t in parts]
 
     def _encode_images(self, pixel_values: list[torch.Tensor], image_sizes: list | None) -> tuple[torch.Tensor, list[int]]:

@@ -274,6 +274,7 @@ def _train(cfg: TrainConfig, d: parallel.Dist, hooks: Hooks) -> Path:
         bar.close()
     if last_saved != step:
         save_checkpoint()
+    model.cache_image_tokens(False)  # the stage is over: drop the kept image tokens
     final = _write_final(cfg, d, model, wrapped, processor, run_dir)
     if d.is_main:
         stats = loader.stats() if loader.taken else (loader.last_epoch_stats or loader.stats())
