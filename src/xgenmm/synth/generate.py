@@ -33,7 +33,7 @@ class WorldSize:
     captions: int  # pretraining caption samples (one image each)
     interleaved: int  # pretraining interleaved documents (2-4 images each)
     shard_size: int  # samples per WebDataset shard
-    sft_single: int  # single-image conversations (1-3 turns each)
+    sft_single: int  # single-image conversations (2-3 turns each, 4 for an existence drill)
     sft_multi: int  # multi-image conversations
     dpo: int  # preference pairs
     safety: int  # safety-tuning conversations (half refusals)
