@@ -53,14 +53,20 @@ def test_vision_tower_stays_frozen_after_its_own_stage(quick_run):
 
 
 def test_single_image_sft_learns_its_training_data(quick_run):
-    # The quick budget is a smoke test: its held-out accuracies are printed in the scorecard
-    # (and measured against the targets with the full preset), but what it must show on every
-    # change is that the SFT stage, fed by the real loaders, drives its loss well down.
     rows = [json.loads(line) for line in (quick_run / "stages" / "sft_single" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert len(losses) >= 3 and losses[-1] < 0.6 * losses[0], losses
+
+
+def test_single_image_sft_beats_chance_on_held_out_questions(quick_run):
+    """The quick budget learns colour first (0.71-0.83 against chance 0.25 over three seeds) and
+    the rest partly (VQA 0.47-0.52 against 0.28); the full preset is measured against the
+    issue's targets. A model that learnt nothing scores 12 or more of the 24 colour questions
+    with probability 0.003."""
     card = json.loads((quick_run / "scorecard.json").read_text())
-    assert 0.0 <= card["stages"]["sft_single"]["world_vqa"] <= 1.0
+    sft, chance = card["stages"]["sft_single"], card["chance"]
+    assert sft["world_vqa/colour"] >= 2 * chance["world_vqa/colour"], sft
+    assert sft["world_vqa"] >= chance["world_vqa"] + 0.1, sft
 
 
 def test_loss_curves_and_worked_example_are_written(quick_run):
