@@ -88,6 +88,30 @@ def test_few_shot_base_prompt_has_demonstrations_then_the_query(world):
     assert again == text  # the draw depends on the seed and the sample only
 
 
+def test_similar_demonstrations_are_the_ones_with_the_most_alike_question(world):
+    task = get_task("world_vqa")
+    folder = resolve_folder(world, task.folder)
+    pool = _Demonstrations(task, folder, seed=3, selection="similar")
+    for sample in task.read(folder):  # the train split: 3 colour and 3 existence questions
+        drawn = [d for d, _ in pool.draw(sample, 3)]
+        assert [d.question for d in drawn] == [sample.question] * 3
+        assert len({d.id for d in drawn}) == 3
+        # the rest of the pool follows once the alike questions are used up
+        assert [d.question for d, _ in pool.draw(sample, 4)][3] != sample.question
+    with pytest.raises(ValueError, match="demonstration selection"):
+        _Demonstrations(task, folder, seed=3, selection="nearest")
+
+
+def test_similar_demonstrations_run_under_their_own_name(world, squash_model, tmp_path):
+    model, proc = squash_model
+    res = evaluate(model, proc, "world_vqa", world, shots=2, limit=2, max_new_tokens=2, out_dir=tmp_path,
+                   demos="similar", progress=False)
+    assert res["demos"] == "similar" and res["scored"] == 2
+    assert (tmp_path / "world_vqa_2shot_similar" / "predictions.jsonl").is_file()
+    instruct = evaluate(model, proc, "world_vqa", world, limit=1, max_new_tokens=2, progress=False)
+    assert instruct["demos"] is None
+
+
 def test_few_shot_run_with_the_base_convention(world, squash_model):
     model, proc = squash_model
     res = evaluate(model, proc, "world_vqa", world, shots=2, limit=2, max_new_tokens=2, progress=False)

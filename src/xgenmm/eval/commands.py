@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples of each task")
     p.add_argument("--out", default="eval_out", help="output folder (an existing run there is resumed)")
     p.add_argument("--seed", type=int, default=0, help="seed of the few-shot demonstration draw")
+    p.add_argument("--demos", choices=["random", "similar"], default="random",
+                   help="few-shot demonstrations: drawn at random, or those whose question is most like the sample's")
     p.add_argument("--mc-scoring", choices=["generate", "likelihood"], default=None,
                    help="multiple choice: read the generated letter, or pick the most likely option (default: per task)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="override the task's generation budget")
@@ -63,7 +65,7 @@ def _eval(args) -> int:
                 print(f"{task.name}: no few-shot prompt, run without --shots; skipped")
                 continue
             results.append(evaluate(model, processor, task, args.data, shots=k, batch_size=args.batch_size,
-                                    limit=args.limit, out_dir=args.out, seed=args.seed, mc_scoring=args.mc_scoring,
+                                    limit=args.limit, out_dir=args.out, seed=args.seed, demos=args.demos, mc_scoring=args.mc_scoring,
                                     max_new_tokens=args.max_new_tokens))
     write_report(Path(args.out), results)
     print(markdown_table(results), end="")

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -86,18 +87,35 @@ def _user_text(task: Task, sample: Sample, n_images: int) -> str:
     return (IMAGE_TOKEN + "\n") * n_images + text
 
 
+DEMO_SELECTIONS = ("random", "similar")
+
+
+def _words(text: str | None) -> frozenset[str]:
+    return frozenset(re.findall(r"\w+", (text or "").lower()))
+
+
 class _Demonstrations:
     """Few-shot demonstrations from the task's train split, drawn per sample with a seed
-    (so a resumed or re-batched run draws the same ones); decoded images are cached."""
+    (so a resumed or re-batched run draws the same ones); decoded images are cached.
 
-    def __init__(self, task: Task, folder: Path, seed: int):
+    `selection="random"` draws them at random (Flamingo's and OpenFlamingo's default);
+    `"similar"` takes the demonstrations whose question shares the most words with the
+    sample's (Jaccard over lower-cased words; ties in the seeded random order), the text
+    side of retrieval-based selection (OpenFlamingo's RICES ranks by image embedding). Only
+    the question is compared, never an answer. Tasks without questions (captioning) draw at
+    random either way."""
+
+    def __init__(self, task: Task, folder: Path, seed: int, selection: str = "random"):
+        if selection not in DEMO_SELECTIONS:
+            raise ValueError(f"demonstration selection must be one of {DEMO_SELECTIONS}, got {selection!r}")
         train = folder.parent / f"{folder.name}_train"
         if not train.is_dir():
             raise FileNotFoundError(f"{task.name}: few-shot needs the train split at {train} (same layout as {folder})")
         self.pool = task.read(train)
         if not self.pool:
             raise ValueError(f"{train}: no demonstrations")
-        self.seed, self.cache, self.bad = seed, {}, set()
+        self.seed, self.selection, self.cache = seed, selection, {}
+        self.pool_words = [_words(d.question) for d in self.pool]
 
     def images(self, demo: Sample) -> list | None:
         if demo.id not in self.cache:
@@ -107,6 +125,11 @@ class _Demonstrations:
     def draw(self, sample: Sample, k: int) -> list[tuple[Sample, list]]:
         rng = random.Random(f"{self.seed}/{sample.id}")
         order = rng.sample(range(len(self.pool)), len(self.pool))
+        query = _words(sample.question)
+        if self.selection == "similar" and query:
+            def jaccard(i: int) -> float:
+                return len(query & self.pool_words[i]) / len(query | self.pool_words[i])
+            order.sort(key=jaccard, reverse=True)  # stable: ties keep the random order
         chosen = []
         for i in order:
             if len(chosen) == k:
@@ -189,12 +212,13 @@ def _option_choice(model, proc, prompts: list[str], images: list[list], options:
 
 def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: int | None = None, batch_size: int = 8,
              limit: int | None = None, out_dir: str | Path | None = None, seed: int = 0, mc_scoring: str | None = None,
-             max_new_tokens: int | None = None, progress: bool = True) -> dict:
+             max_new_tokens: int | None = None, progress: bool = True, demos: str = "random") -> dict:
     """Evaluate `model` on one task and return its results: {"task", "shots", "metrics",
     "samples", "scored", "skipped": {reason: count}, "samples_per_s", ...}.
 
     shots=None: instruct prompts (the chat template, `<image>` tags). shots=k (0, 4, 8, ...):
-    base-model prompts with k demonstrations drawn with `seed` from `{folder}_train`.
+    base-model prompts with k demonstrations drawn with `seed` from `{folder}_train`, at random
+    or (`demos="similar"`) those whose question is most like the sample's.
     With `out_dir`, predictions go to out_dir/<task>[_<k>shot]/predictions.jsonl (an
     existing file is resumed: samples already there are not run again) beside results.json.
     Unreadable images skip their sample (counted in "skipped").
@@ -213,8 +237,10 @@ def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: i
     if len(by_id) != len(samples):
         dup = next(k for k, v in Counter(s.id for s in samples).items() if v > 1)
         raise ValueError(f"{folder}: sample id {dup!r} appears more than once")
-    demos = _Demonstrations(task, folder, seed) if shots else None
-    name = run_name(task, shots)
+    if demos not in DEMO_SELECTIONS:
+        raise ValueError(f"demos must be one of {DEMO_SELECTIONS}, got {demos!r}")
+    pool = _Demonstrations(task, folder, seed, demos) if shots else None
+    name = run_name(task, shots) + ("_similar" if shots and demos == "similar" else "")
     pred_path = Path(out_dir) / name / "predictions.jsonl" if out_dir is not None else None
     done = _load_done(pred_path) if pred_path else {}
     done = {k: v for k, v in done.items() if k in by_id}
@@ -235,7 +261,7 @@ def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: i
                 if ims is None:
                     new.append({"id": s.id, "skipped": reason})
                     continue
-                text, all_ims = _prompt(task, processor, s, ims, shots, demos)
+                text, all_ims = _prompt(task, processor, s, ims, shots, pool)
                 batch.append(s), prompts.append(text), images.append(all_ims)
             if batch:
                 is_mc = task.kind == "mc" or (task.kind == "multi" and all(s.options for s in batch))
@@ -279,6 +305,7 @@ def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: i
         "samples_per_s": round(ran / elapsed, 3) if ran and elapsed > 0 else None,
         "data": str(folder),
         "seed": seed,
+        "demos": demos if shots else None,
     }
     if pred_path:
         result["predictions"] = str(pred_path)
