@@ -52,12 +52,19 @@ def test_world_tokenizer_round_trips_chats_with_special_tokens(small_world, tmp_
     assert again(text)["input_ids"] == ids
 
 
-def test_corpus_holds_every_eval_answer(small_world):
-    import json
+def test_held_out_sets_do_not_shape_the_tokenizer_corpus(easy_worlds, tmp_path):
+    """The corpus is the training data's text: larger held-out sets leave it, the training
+    files and so the tokenizer unchanged."""
+    from dataclasses import replace
 
-    corpus = set((small_world / "text/corpus.txt").read_text().splitlines())
-    anns = json.loads((small_world / "eval/world_vqa/annotations.json").read_text())["annotations"]
-    assert {a["multiple_choice_answer"] for a in anns} <= corpus
+    bigger = replace(TINY, vqa_per_kind=5, pope_images=6, safety_eval=9, multi_per_kind=4)
+    generate_world(tmp_path / "w", seed=1, preset="easy", size=bigger, progress=False)
+    a, b = _json_files(easy_worlds / "a"), _json_files(tmp_path / "w")
+    train = [k for k in a if not k.startswith("eval/") and k != "manifest.json"]
+    assert len(train) > 4 and [k for k in train if a[k] != b[k]] == []
+    corpus = (easy_worlds / "a" / "text/corpus.txt").read_text()
+    assert corpus == (tmp_path / "w" / "text/corpus.txt").read_text()
+    assert a["eval/world_vqa/questions.json"] != b["eval/world_vqa/questions.json"]
 
 
 def test_unknown_preset_and_size_are_named(tmp_path):

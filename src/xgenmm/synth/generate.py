@@ -111,7 +111,9 @@ def generate_world(
     `WorldSize` (tests use tiny ones)."""
     cfg, sz = get_preset(preset), get_size(size)
     out = OutputDir(out_dir)
-    corpus = D.Corpus()
+    # The tokenizer's corpus is the training data's text: held-out sets never shape the
+    # vocabulary, so their size leaves the tokenizer, and every model trained with it, as is.
+    corpus, held_out_text = D.Corpus(), D.Corpus()
     corpus.add(DEFAULT_SYSTEM_PROMPT, REFUSAL)
     train = {
         "captions": lambda r: D.write_caption_shards(out, cfg, r, sz.captions, sz.shard_size, corpus),
@@ -122,15 +124,15 @@ def generate_world(
         "safety": lambda r: D.write_safety_train(out, cfg, r, sz.safety, corpus),
     }
     evals = {
-        "world_vqa": lambda r: E.write_vqa(out, "eval/world_vqa", cfg, r, sz.vqa_per_kind, corpus),
-        "world_vqa_train": lambda r: E.write_vqa(out, "eval/world_vqa_train", cfg, r, sz.vqa_train_per_kind, corpus),
-        "world_caption": lambda r: E.write_caption(out, "eval/world_caption", cfg, r, sz.caption_eval, corpus),
-        "world_caption_train": lambda r: E.write_caption(out, "eval/world_caption_train", cfg, r, sz.caption_train, corpus),
-        "world_mc": lambda r: E.write_mc(out, "eval/world_mc", cfg, r, sz.mc, corpus),
-        "world_pope": lambda r: E.write_pope(out, "eval/world_pope", cfg, r, sz.pope_images, corpus),
-        "world_multi": lambda r: E.write_multi(out, "eval/world_multi", cfg, r, sz.multi_per_kind, corpus),
-        "world_grounding": lambda r: E.write_grounding(out, "eval/world_grounding", cfg, r, sz.grounding, corpus),
-        "world_safety": lambda r: E.write_safety_eval(out, "eval/world_safety", cfg, r, sz.safety_eval, corpus),
+        "world_vqa": lambda r: E.write_vqa(out, "eval/world_vqa", cfg, r, sz.vqa_per_kind, held_out_text),
+        "world_vqa_train": lambda r: E.write_vqa(out, "eval/world_vqa_train", cfg, r, sz.vqa_train_per_kind, held_out_text),
+        "world_caption": lambda r: E.write_caption(out, "eval/world_caption", cfg, r, sz.caption_eval, held_out_text),
+        "world_caption_train": lambda r: E.write_caption(out, "eval/world_caption_train", cfg, r, sz.caption_train, held_out_text),
+        "world_mc": lambda r: E.write_mc(out, "eval/world_mc", cfg, r, sz.mc, held_out_text),
+        "world_pope": lambda r: E.write_pope(out, "eval/world_pope", cfg, r, sz.pope_images, held_out_text),
+        "world_multi": lambda r: E.write_multi(out, "eval/world_multi", cfg, r, sz.multi_per_kind, held_out_text),
+        "world_grounding": lambda r: E.write_grounding(out, "eval/world_grounding", cfg, r, sz.grounding, held_out_text),
+        "world_safety": lambda r: E.write_safety_eval(out, "eval/world_safety", cfg, r, sz.safety_eval, held_out_text),
     }
     counts: dict[str, dict] = {}
     jobs = list(train.items()) + list(evals.items())
