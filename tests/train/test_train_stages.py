@@ -76,3 +76,19 @@ def test_merge_lora_command_equals_the_merged_final(world, tmp_path):
     a, b = XGenMM.from_pretrained(final).state_dict(), XGenMM.from_pretrained(tmp_path / "merged").state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "merged" / "tokenizer.json").exists()
+
+
+def test_lora_on_the_lm_head_trains_and_merges_into_the_head(world, tmp_path):
+    """The demo's safety stage adapts the LM head too (configs/demo/safety.yaml): the refusal's
+    words appear in no earlier text, and with the head frozen their rows stay where pretraining
+    pushed them (the refusal stayed at a loss of ~3.5 a token). The head's adapter must train
+    and merge into the head like the layers' do, its bias untouched."""
+    sft = run_stage(tiny_config(world, tmp_path / "sft", "sft", steps=1))
+    cfg = tiny_config(world, tmp_path / "safety", "safety", steps=2, **{
+        "model.checkpoint": str(sft), "model.preset": None, "model.tokenizer": None, "model.preset_overrides": {},
+        "optim.lr": 5e-2, "lora.target_modules": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head"]})
+    final = run_stage(cfg)
+    merged, base = XGenMM.from_pretrained(final).state_dict(), XGenMM.from_pretrained(sft).state_dict()
+    changed = {k for k, v in merged.items() if not torch.equal(v, base[k])}
+    assert "lang_model.lm_head.weight" in changed and "lang_model.lm_head.bias" not in changed
+    assert not any("embed_tokens" in k or "norm" in k for k in changed)
