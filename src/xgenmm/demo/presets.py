@@ -92,7 +92,8 @@ FULL = DemoPreset(
     steps={"pretrain": 200, "sft_single": 1600, "sft_multi": 200, "dpo": 40, "safety": 100},
     # Single-image SFT: 1,600 steps of 24 rows of two or three questions each (VQA 0.945 / 0.895
     # for seeds 0 / 1 against 0.855 / 0.879 at 1,000 steps, the same base models); a step costs
-    # what its tokens do, and 32 rows cost a third more time per step than 24.
+    # what its tokens do, and 32 rows took the 1,000-step preset to 9 min 52 s on the slower
+    # 2-core host of earlier runs.
     batch={"pretrain": 8, "sft_single": 24, "sft_multi": 32, "dpo": 16, "safety": 32},
     dpo_heldout=400,
     # Multi-image SFT: 1,500 single-image conversations beside the 1,000 multi-image ones per
