@@ -86,22 +86,24 @@ FULL = DemoPreset(
     # Held-out sets sized so that a question kind's score is not a coin toss around its target:
     # 80 VQA questions per kind, 200 POPE probes, 60 multi-image questions per kind, 200
     # safety prompts and 400 preference pairs (held out of the world's 1,600).
-    world_size=WorldSize(2000, 200, 500, 4000, 1000, 1600, 400, 80, 40, 60, 100, 60, 40, 200, 6, 20),
+    world_size=WorldSize(2000, 200, 500, 4000, 8000, 1600, 400, 80, 40, 60, 100, 60, 40, 200, 6, 20),
     tokenizer_vocab=640,
     vision=VisionPretrainConfig(max_steps=400),
-    steps={"pretrain": 200, "sft_single": 1600, "sft_multi": 200, "dpo": 40, "safety": 100},
+    steps={"pretrain": 200, "sft_single": 1600, "sft_multi": 1000, "dpo": 40, "safety": 100},
     # Single-image SFT: 1,600 steps of 24 rows of two or three questions each (VQA 0.945 / 0.895
     # for seeds 0 / 1 against 0.855 / 0.879 at 1,000 steps, the same base models); a step costs
     # what its tokens do, and 32 rows took the 1,000-step preset to 9 min 52 s on the slower
     # 2-core host of earlier runs.
     batch={"pretrain": 8, "sft_single": 24, "sft_multi": 32, "dpo": 16, "safety": 32},
     dpo_heldout=400,
-    # Multi-image SFT: 1,500 single-image conversations beside the 1,000 multi-image ones per
-    # epoch. With 1,000, single-image VQA fell 1.4 / 2.9 points (seeds 0 / 1, full runs; the
-    # target allows 2); with 1,500 it moves 0.0 / -0.7, multi-image 0.73 / 0.56 -> 0.66 / 0.67
-    # (an earlier draw, 1,000 SFT steps). After 1,600 SFT steps it falls 2.3 / 1.1 points;
-    # 2,000 gave 1.5 / 1.3 but multi-image 0.71 / 0.63 against 0.74 / 0.72.
-    mix_single=1500,
+    # Multi-image SFT: 1,000 steps over 8,000 multi-image conversations and 2,000 single-image
+    # ones per epoch. The earlier 200 steps over 1,000 (+ 1,500 single) left which-image and
+    # same-colour at chance and single-image VQA 2.3 / 1.1 / 1.6 points lower (seeds 0 / 1 /
+    # 2); with these, from the same single-image models, multi-image 0.74 / 0.72 / 0.63 ->
+    # 0.78 / 0.86 / 0.78 (same-colour 0.68-0.77; which-image learnt by seed 1 only: 28 of 29
+    # two-image questions) and single-image VQA 1.1 / 0.8 / 0.3 points lower. 1,500 steps
+    # (seed 0) did not learn which-image either (0.33).
+    mix_single=2000,
     mix_sft_into_safety=400,
 )
 
