@@ -52,6 +52,23 @@ def test_vision_tower_stays_frozen_after_its_own_stage(quick_run):
     assert all(torch.equal(init[k], final[k]) for k in init)
 
 
+def test_image_positions_are_zero_until_multi_image_sft_sets_them(quick_run):
+    import torch
+
+    from xgenmm.model import XGenMM
+
+    def places(stage):
+        return XGenMM.from_pretrained(quick_run / "stages" / stage).vision_tokenizer.image_pos.detach()
+
+    assert float(places("init").abs().max()) == 0.0 and float(places("sft_single/final").abs().max()) == 0.0
+    start, final = places("sft_multi_init"), places("sft_multi/final")
+    assert float(start.norm(dim=1).min()) > 1.0  # as long as an image token (~6 in the demo)
+    assert torch.equal(start, final)  # the resampler stays frozen in multi-image SFT
+    from xgenmm.train.config import load_config
+
+    assert load_config(quick_run / "configs" / "sft_multi.yaml").model.checkpoint.endswith("stages/sft_multi_init")
+
+
 def test_single_image_sft_learns_its_training_data(quick_run):
     rows = [json.loads(line) for line in (quick_run / "stages" / "sft_single" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]

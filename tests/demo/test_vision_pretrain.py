@@ -196,3 +196,36 @@ def test_whiten_projection_puts_group_positions_beside_the_whitened_tokens(world
     model = initial_model(world_tokenizer, overrides, seed=0)
     with pytest.raises(ValueError, match="do not fit"):
         whiten_projection(model, pixels, [(96, 96)] * len(pixels))
+
+
+def test_place_image_positions_sets_them_beside_the_tokens_and_the_tile_slots(world_tokenizer):
+    from xgenmm.demo.assemble import initial_model, place_image_positions, whiten_projection
+
+    overrides = model_overrides(width=32, image_positions=3)
+    overrides["vision"]["hf_config"].update(intermediate_size=64, num_hidden_layers=1)
+    overrides["resampler"]["dim"] = 32
+    model = initial_model(world_tokenizer, overrides, seed=0)
+    g = torch.Generator().manual_seed(0)
+    pixels = [torch.rand(10, 3, 32, 32, generator=g) * 2 - 1 for _ in range(40)]
+    sizes = [(96, 96)] * len(pixels)
+    whiten_projection(model, pixels, sizes, eps=1e-6)
+    assert float(model.vision_tokenizer.image_pos.detach().abs().max()) == 0.0  # a no-op until placed
+    length = place_image_positions(model, pixels, sizes)
+    rows = model.vision_tokenizer.image_pos.detach().double()
+    with torch.no_grad():
+        tokens = model.encode_images(pixels, sizes)[0]
+    assert rows.shape == (3, model.config.resampler.out_dim)
+    assert length == pytest.approx(float(tokens.norm(dim=1).mean()), rel=1e-4)
+    assert torch.allclose(rows.norm(dim=1), torch.full((3,), length, dtype=torch.float64), rtol=1e-5)
+    slots = model.vision_tokenizer.group_pos.detach().double()
+    weight = model.vision_tokenizer.projection.weight.detach().double()
+    assert torch.allclose(rows @ rows.T / length**2, torch.eye(3, dtype=torch.float64), atol=1e-6)
+    assert float((rows @ slots.T).abs().max()) < 1e-6 * length * float(slots.norm(dim=1).max())  # beside the slots
+    assert float((rows @ weight).abs().max()) < 1e-6 * length * float(weight.norm(dim=0).max())  # and the tokens
+    overrides["resampler"]["image_positions"] = 100  # 32 token directions + 10 slots + 100 > the LM's 128
+    model = initial_model(world_tokenizer, overrides, seed=0)
+    with pytest.raises(ValueError, match="100 image positions do not fit beside the 42 directions"):
+        place_image_positions(model, pixels, sizes)
+    model = initial_model(world_tokenizer, model_overrides(width=32, image_positions=0), seed=0)
+    with pytest.raises(ValueError, match="has no image position embeddings"):
+        place_image_positions(model, pixels, sizes)

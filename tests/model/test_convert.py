@@ -86,7 +86,8 @@ def test_released_size_has_the_released_parameter_counts():
 
 
 @pytest.mark.parametrize("key, value, message", [("media_positions", 16, "media position embeddings"),
-                                                 ("group_positions", 10, "group position embeddings")])
+                                                 ("group_positions", 10, "group position embeddings"),
+                                                 ("image_positions", 2, "image position embeddings")])
 def test_export_refuses_position_embeddings_the_release_lacks(dirs, tmp_path, key, value, message):
     """The released resampler has none: an export would load only by dropping them."""
     src = dirs / "imported"

@@ -136,6 +136,52 @@ def test_group_positions_number_each_images_groups_from_its_base_crop(tiny_confi
     assert torch.allclose(added[:, 0], added[:, -1], atol=1e-6)  # one embedding for all of a group's tokens
 
 
+def test_image_places_number_images_within_each_sample_and_packed_segment():
+    from xgenmm.model.fusion import image_places
+
+    t = 9  # the <image> id
+    ids = torch.tensor([[1, t, 2, t, 3, t, 0],    # one sample, three images
+                        [t, 2, 2, t, t, 4, t]])   # packed: segments 1 (two images), 2 (one), 3 (one)
+    assert image_places(ids, t).tolist() == [0, 1, 2, 0, 1, 2, 3]
+    seg = torch.tensor([[1, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 2, 2, 3]])
+    assert image_places(ids, t, seg).tolist() == [0, 1, 2, 0, 1, 0, 0]
+    assert image_places(torch.tensor([[1, 2]]), t).tolist() == []
+
+
+def test_image_positions_mark_later_images_and_leave_the_first_unchanged(tiny_config, tiny_processor):
+    from xgenmm.model import XGenMM, XGenMMConfig
+
+    d = tiny_config.to_dict()
+    d["resampler"]["image_positions"] = 2
+    torch.manual_seed(0)
+    model = XGenMM(XGenMMConfig.from_dict(d)).eval()
+    assert float(model.vision_tokenizer.image_pos.detach().abs().max()) == 0.0  # zero at init: the released model's output
+    with torch.no_grad():
+        model.vision_tokenizer.image_pos.copy_(torch.randn(2, d["text"]["hidden_size"]))
+    torch.manual_seed(1)
+    pixels = [torch.randn(1, 3, 64, 64) for _ in range(3)]
+    sizes = [(64, 64)] * 3
+    tag = model.config.tokens.image_token_id
+    ids = torch.tensor([[5, tag, 6, tag, 7, tag, 8]])
+    with torch.no_grad():
+        fused = model.fuse_inputs(ids, None, pixels, sizes)
+        tokens, counts = model.encode_images(pixels, sizes)
+    got = fused.inputs_embeds[0][fused.image_mask[0]].view(3, counts[0], -1)
+    plain = tokens.view(3, counts[0], -1)
+    pos = model.vision_tokenizer.image_pos
+    assert torch.allclose(got[0], plain[0], atol=1e-6)  # the first image: none
+    assert torch.allclose(got[1], plain[1] + pos[0], atol=1e-5)
+    assert torch.allclose(got[2], plain[2] + pos[1], atol=1e-5)
+    # Two single-image samples in one batch: each is its sample's first image.
+    two = torch.tensor([[5, tag, 6], [7, tag, 8]])
+    with torch.no_grad():
+        fused = model.fuse_inputs(two, None, pixels[:2], sizes[:2])
+    assert torch.allclose(fused.inputs_embeds[fused.image_mask].view(2, counts[0], -1), plain[:2], atol=1e-6)
+    too_many = torch.tensor([[tag, tag, 5, tag, tag]])
+    with pytest.raises(ValueError, match="sample 0: image 4 of the sample, but resampler.image_positions \\(2\\) covers images 2 to 3"):
+        model.fuse_inputs(too_many, None, pixels + pixels[:1], sizes + sizes[:1])
+
+
 class Hooked(torch.nn.Module):
     """A wrapped `to_kv` (as an adapter library would wrap it): called as a module."""
 

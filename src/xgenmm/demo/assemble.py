@@ -102,8 +102,10 @@ def whiten_projection(model: XGenMM, pixel_values: list, image_sizes: list, eps:
     Group position embeddings (`resampler.group_positions`), when the model has them, are set
     to orthogonal directions of the LM's width that the whitened tokens do not use, each as
     long as an average whitened token: what a tile holds and where it is come to the LM as two
-    separable parts of its token. Returns {"top4_variance_share": share of the projection
-    input's variance in its top four principal directions}."""
+    separable parts of its token. Image position embeddings stay zero (see
+    `place_image_positions`). Returns
+    {"top4_variance_share": share of the projection input's variance in its top four
+    principal directions}."""
     proj = model.vision_tokenizer.projection
     seen = []
     hook = proj.register_forward_hook(lambda mod, args, out: seen.append(args[0].reshape(-1, args[0].shape[-1])))
@@ -134,6 +136,35 @@ def whiten_projection(model: XGenMM, pixel_values: list, image_sizes: list, eps:
         length = ((z - mean) @ directions @ torch.diag(scale)).norm(dim=1).mean()
         slots.copy_((rotation[:, width:width + slots.shape[0]].T * length).to(slots.dtype))
     return {"top4_variance_share": float(variance.flip(0)[:4].sum() / variance.sum())}
+
+
+@torch.no_grad()
+def place_image_positions(model: XGenMM, pixel_values: list, image_sizes: list) -> float:
+    """Set the image position embeddings (`resampler.image_positions`: a sample's 2nd, 3rd, ...
+    image) to orthogonal directions of the LM's width that neither the resampler's output
+    projection nor the group position embeddings use, each as long as an average image token
+    over the given images. Returns that length.
+
+    The demo sets them when multi-image SFT begins, from the single-image model, and keeps
+    them zero (a no-op) before: set at initialisation, pretraining's interleaved documents
+    carried them, and the single-image SFT models came out worse (VQA 0.889 / 0.884 against
+    0.945 / 0.895 for seeds 0 / 1; 4-shot captioning below 0-shot for seed 1)."""
+    places = model.vision_tokenizer.image_pos
+    if places is None:
+        raise ValueError("place_image_positions: the model has no image position embeddings (resampler.image_positions is 0)")
+    proj, slots = model.vision_tokenizer.projection, model.vision_tokenizer.group_pos
+    used = proj.weight.detach().double() if slots is None else torch.cat((proj.weight.detach().double(), slots.detach().double().T), 1)
+    q, r = torch.linalg.qr(used, mode="complete")
+    rank = int((r.diagonal().abs() > 1e-8 * r.diagonal().abs().max()).sum())
+    if rank + places.shape[0] > proj.out_features:
+        raise ValueError(f"place_image_positions: {places.shape[0]} image positions do not fit beside the {rank} "
+                         f"directions the image tokens use in the LM's width {proj.out_features}")
+    places.zero_()
+    tokens = torch.cat([model.encode_images(pixel_values[b:b + 64], image_sizes[b:b + 64])[0]
+                        for b in range(0, len(pixel_values), 64)])
+    length = tokens.double().norm(dim=1).mean()
+    places.copy_((q[:, rank:rank + places.shape[0]].T * length).to(places.dtype))
+    return float(length)
 
 
 def whitening_images(world_dir: Path, image_processor: XGenMMImageProcessor, limit: int = 500) -> tuple[list, list]:

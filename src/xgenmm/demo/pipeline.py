@@ -24,7 +24,7 @@ import yaml
 from ..model import XGenMM
 from ..model.image_processing import XGenMMImageProcessor
 from ..model.processor import XGenMMProcessor
-from .assemble import caption_images, initial_model, save_initial, whiten_projection, whitening_images
+from .assemble import caption_images, initial_model, place_image_positions, save_initial, whiten_projection, whitening_images
 from .evaluation import PREFERENCE_STAGES, evaluate_stage, preference_accuracy, read_pairs
 from .presets import STAGES, DemoPreset, get_preset, model_overrides
 from .scorecard import Scorecard, plot_losses, read_trainer_losses, write_scorecard
@@ -137,6 +137,23 @@ def stage_config(stage: str, run: Path, preset: DemoPreset, seed: int, progress:
     return cfg
 
 
+def start_multi_image(run: Path, world: Path, preset: DemoPreset) -> Path:
+    """The model multi-image SFT starts from (configs/demo/sft_multi.yaml's checkpoint,
+    RUN/stages/sft_multi_init): the single-image model with its image position embeddings set
+    (`place_image_positions`), or as it is when it has none."""
+    source, out = run / "stages" / "sft_single" / "final", run / "stages" / "sft_multi_init"
+    model, processor = XGenMM.from_pretrained(source), XGenMMProcessor.from_pretrained(source)
+    if model.vision_tokenizer.image_pos is not None:
+        pixels, sizes = whitening_images(world, processor.image_processor, max(preset.whiten_images, 100))
+        length = place_image_positions(model, pixels, sizes)
+        print(f"image position embeddings set for images 2 to {model.vision_tokenizer.image_pos.shape[0] + 1} "
+              f"(length {length:.2f}, an average image token's)", flush=True)
+    if out.exists():
+        shutil.rmtree(out)
+    model.save_pretrained(out, processor=processor)
+    return out
+
+
 def worked_example(model, processor, world: Path, seed: int) -> dict:
     """One held-out VQA question answered by the final model."""
     from ..eval import get_task
@@ -234,6 +251,8 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
             card.add("vision", {"vision/pair_accuracy": res.pair_accuracy,
                                 "vision/hard_negative_accuracy": res.hard_negative_accuracy}, time.perf_counter() - t)
             continue
+        if stage == "sft_multi":
+            start_multi_image(run, world, p)
         cfg = stage_config(stage, run, p, seed, progress)
         clear_stage(Path(cfg.run_dir), run / "eval" / stage)
         final = run_stage(cfg)

@@ -46,6 +46,12 @@ class ResamplerConfig:
     # rotary positions (relative only) learns "which tile is this" slowly (ARCHITECTURE.md).
     # With one anyres grid, as the synthetic world's, a slot is a place in the image.
     group_positions: int = 0
+    # Embeddings added to every token of a sample's 2nd, 3rd, ... image by its place among the
+    # sample's images (k rows cover images 2 to k + 1; 0: none, as released). The first image
+    # gets none, so single-image inputs are unchanged. Like tile places, which image a token
+    # belongs to reaches a tiny rotary LM only slowly from its relative positions
+    # (ARCHITECTURE.md); a sample with more images than the rows cover is an error.
+    image_positions: int = 0
 
 
 @dataclass

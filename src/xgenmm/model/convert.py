@@ -192,6 +192,9 @@ def export_release(model_dir: str | Path, out_dir: str | Path) -> None:
     if r.group_positions:
         raise ValueError(f"{model_dir}: the resampler has group position embeddings (resampler.group_positions="
                          f"{r.group_positions}); the released resampler has none, so its code cannot load it")
+    if r.image_positions:
+        raise ValueError(f"{model_dir}: the resampler has image position embeddings (resampler.image_positions="
+                         f"{r.image_positions}); the released model has none, so its code cannot load it")
     if r.media_positions:
         raise ValueError(f"{model_dir}: the resampler has media position embeddings (resampler.media_positions="
                          f"{r.media_positions}); the released resampler has none, so its code cannot load it")

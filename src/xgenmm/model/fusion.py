@@ -130,6 +130,20 @@ def fuse(
                        image_mask.view(b, new_len))
 
 
+def image_places(input_ids: torch.Tensor, image_token_id: int, segment_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Each image's place among its sample's images (0 the first), images in tag order, row by
+    row; with packing (`segment_ids`), the places restart at every packed sample."""
+    rows, cols = (input_ids == image_token_id).nonzero(as_tuple=True)
+    if rows.numel() == 0:
+        return rows
+    key = rows * (input_ids.shape[1] + 1)
+    if segment_ids is not None:
+        key = key + segment_ids[rows, cols].long()
+    idx = torch.arange(rows.numel(), device=rows.device)
+    starts = torch.where(key != torch.nn.functional.pad(key[:-1], (1, 0), value=-1), idx, torch.zeros_like(idx))
+    return idx - starts.cummax(0).values
+
+
 def segment_positions(segment_ids: torch.Tensor) -> torch.Tensor:
     """Positions that restart at 0 at the start of every packed segment."""
     idx = torch.arange(segment_ids.shape[1], device=segment_ids.device).expand_as(segment_ids)

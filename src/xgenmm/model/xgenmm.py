@@ -17,7 +17,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from .anyres import grid_shape, group_index, group_mask
 from .attention import ATTENTION, flatten_segments, flattened
 from .config import XGenMMConfig
-from .fusion import IGNORE_INDEX, FusedInputs, fuse, segment_attention_mask
+from .fusion import IGNORE_INDEX, FusedInputs, fuse, image_places, segment_attention_mask
 from .resampler import PerceiverResampler
 from .vision import VisionEncoder
 
@@ -190,6 +190,17 @@ class XGenMM(nn.Module):
         else:
             image_tokens, counts = text_embeds.new_zeros(0, text_embeds.shape[-1]), []
         tok = self.config.tokens
+        image_pos = self.vision_tokenizer.image_pos
+        if image_pos is not None and counts:
+            place = image_places(input_ids, tok.image_token_id, segment_ids)  # [n_images]
+            if bool((place > image_pos.shape[0]).any()):
+                k = int((place > image_pos.shape[0]).nonzero()[0, 0])
+                row = int((input_ids == tok.image_token_id).nonzero()[k, 0])
+                raise ValueError(f"sample {row}: image {int(place[k]) + 1} of the sample, but resampler.image_positions "
+                                 f"({image_pos.shape[0]}) covers images 2 to {image_pos.shape[0] + 1}")
+            rows = torch.cat((image_pos.new_zeros(1, image_pos.shape[1]), image_pos))  # the first image: none
+            n = torch.as_tensor(counts, device=place.device)
+            image_tokens = image_tokens + rows[torch.repeat_interleave(place, n).to(rows.device)].to(image_tokens.dtype)
         return fuse(input_ids, attention_mask, text_embeds, image_tokens.to(lm_dtype), counts, tok.image_token_id,
                     tok.placeholder_token_id, labels=labels, segment_ids=segment_ids)
 
