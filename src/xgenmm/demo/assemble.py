@@ -159,7 +159,6 @@ def place_image_positions(model: XGenMM, pixel_values: list, image_sizes: list) 
     if rank + places.shape[0] > proj.out_features:
         raise ValueError(f"place_image_positions: {places.shape[0]} image positions do not fit beside the {rank} "
                          f"directions the image tokens use in the LM's width {proj.out_features}")
-    places.zero_()
     tokens = torch.cat([model.encode_images(pixel_values[b:b + 64], image_sizes[b:b + 64])[0]
                         for b in range(0, len(pixel_values), 64)])
     length = tokens.double().norm(dim=1).mean()

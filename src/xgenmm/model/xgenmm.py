@@ -193,8 +193,9 @@ class XGenMM(nn.Module):
         image_pos = self.vision_tokenizer.image_pos
         if image_pos is not None and counts:
             place = image_places(input_ids, tok.image_token_id, segment_ids)  # [n_images]
-            if bool((place > image_pos.shape[0]).any()):
-                k = int((place > image_pos.shape[0]).nonzero()[0, 0])
+            over = (place > image_pos.shape[0]).nonzero()
+            if len(over):
+                k = int(over[0, 0])
                 row = int((input_ids == tok.image_token_id).nonzero()[k, 0])
                 raise ValueError(f"sample {row}: image {int(place[k]) + 1} of the sample, but resampler.image_positions "
                                  f"({image_pos.shape[0]}) covers images 2 to {image_pos.shape[0] + 1}")
