@@ -30,6 +30,9 @@ def test_scorecard_has_a_row_for_every_stage(quick_run):
     md = (quick_run / "scorecard.md").read_text()
     for stage in (*STAGES, "chance"):
         assert f"| {stage} |" in md
+    # the smoke test is held to its time budget only; its verdict names the run's wall time
+    assert "## Targets" in md and "| wall time within 3 min | " in md
+    assert "The `quick` preset is the smoke test" in md and "single-image SFT: world VQA" not in md
 
 
 def test_each_stage_config_is_kept_and_loads_for_a_rerun(quick_run):

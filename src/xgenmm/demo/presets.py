@@ -78,6 +78,8 @@ class DemoPreset:
     # position far slower).
     system_prompt: str | None = None
     whiten_images: int = 500  # caption images for whiten_projection (0: keep the projection's random init)
+    budget_s: float = 600.0  # wall-time budget of the whole run on two CPU cores (the scorecard's time target)
+    all_targets: bool = True  # the scorecard checks every target (quick: the time budget only)
     model_shape: dict = field(default_factory=dict)  # model_overrides() arguments (canvas, grid, patch, width, latents)
     trainer_overrides: dict = field(default_factory=dict)  # trainer stage -> extra `key.sub=value` overrides
 
@@ -130,6 +132,8 @@ QUICK = replace(
     dpo_heldout=40,
     mix_single=200,
     mix_sft_into_safety=120,
+    budget_s=180.0,
+    all_targets=False,
 )
 
 PRESETS = {"full": FULL, "quick": QUICK}

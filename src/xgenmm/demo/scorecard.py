@@ -79,12 +79,16 @@ def _by_task(card: Scorecard, keys: list[str]) -> list[str]:
     return lines
 
 
-def to_markdown(card: Scorecard, title: str = "xgenmm demo scorecard", notes: list[str] | None = None) -> str:
+def to_markdown(card: Scorecard, title: str = "xgenmm demo scorecard", notes: list[str] | None = None,
+                targets: list[str] | None = None) -> str:
+    """`targets`: the "Targets" section's lines (demo.targets.targets_markdown), after the table."""
     head, rest = card.columns()
     lines = [f"# {title}", ""]
     lines += ["Held-out synthetic-world sets; accuracies are fractions (CIDEr for captioning). "
               "`chance` is uniform guessing among the possible answers.", ""]
     lines += _table(card, head, with_seconds=True) + [""]
+    if targets:
+        lines += ["## Targets", ""] + list(targets) + [""]
     if rest:
         lines += ["## Per question kind and extra measures", ""] + _by_task(card, rest) + [""]
     total = sum(card.seconds.values())
@@ -100,11 +104,12 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_scorecard(card: Scorecard, run_dir: Path, notes: list[str] | None = None) -> tuple[Path, Path]:
+def write_scorecard(card: Scorecard, run_dir: Path, notes: list[str] | None = None,
+                    targets: list[str] | None = None) -> tuple[Path, Path]:
     run_dir.mkdir(parents=True, exist_ok=True)
     js, md = run_dir / "scorecard.json", run_dir / "scorecard.md"
     _write_atomic(js, json.dumps(card.to_dict(), indent=2) + "\n")
-    _write_atomic(md, to_markdown(card, notes=notes))
+    _write_atomic(md, to_markdown(card, notes=notes, targets=targets))
     return js, md
 
 

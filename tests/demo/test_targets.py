@@ -1,0 +1,97 @@
+"""The demo's targets, checked on a scorecard: each verdict from the numbers it names, the
+stages that did not run left undecided, and the markdown section."""
+
+from __future__ import annotations
+
+import json
+
+from xgenmm.demo.scorecard import Scorecard, to_markdown, write_scorecard
+from xgenmm.demo.targets import check_targets, targets_markdown
+
+KINDS = ("colour", "count", "existence", "locating", "position", "reading", "shape")
+
+
+def full_card(**changes) -> Scorecard:
+    """A complete run's scorecard (the numbers of a real seed-0 run), with `changes` as
+    {"stage/key": value}."""
+    c = Scorecard()
+    c.add("pretrain", {"world_caption_0shot": 0.951, "world_caption_4shot": 2.2, "world_vqa_0shot": 0.0375,
+                       "world_vqa_4shot": 0.0018})
+    c.add("sft_single", {"world_vqa": 0.945, **{f"world_vqa/{k}": 0.925 for k in KINDS}})
+    c.add("sft_multi", {"world_vqa": 0.927, "world_multi": 0.879, "preference_accuracy": 0.935,
+                        "world_pope/hallucination_rate": 0.16})
+    c.add("dpo", {"preference_accuracy": 0.938, "world_pope/hallucination_rate": 0.15,
+                  "world_safety/safe_answer_accuracy": 0.90})
+    c.add("safety", {"world_safety/refusal_rate_unsafe": 1.0, "world_safety/safe_answer_accuracy": 0.90})
+    for path, v in changes.items():
+        stage, key = path.split("/", 1)
+        c.stages[stage][key] = v
+    return c
+
+
+def verdicts(card: Scorecard, wall=None, budget=None) -> dict[str, bool | None]:
+    return {c.target: c.met for c in check_targets(card, wall, budget)}
+
+
+def test_a_run_that_meets_all_but_few_shot_vqa():
+    v = verdicts(full_card(), wall=490, budget=600)
+    assert v.pop("base model: 4-shot world_vqa accuracy above 0-shot") is False
+    assert v.pop("wall time within 10 min") is True
+    assert len(v) == 9 and all(m is True for m in v.values()), v
+
+
+def test_each_target_fails_on_its_own_numbers():
+    def met(target_start: str, **changes) -> bool | None:
+        found = [c.met for c in check_targets(full_card(**changes)) if c.target.startswith(target_start)]
+        assert len(found) == 1, target_start
+        return found[0]
+
+    assert met("single-image SFT: world VQA", **{"sft_single/world_vqa": 0.895}) is False
+    assert met("single-image SFT: world VQA", **{"sft_single/world_vqa": 0.90}) is True  # at least 0.90
+    assert met("single-image SFT: every", **{"sft_single/world_vqa/colour": 0.7375}) is False
+    assert met("multi-image SFT: multi-image", **{"sft_multi/world_multi": 0.79}) is False
+    # 0.945 -> 0.924 loses 2.1 points; 0.925 loses exactly 2.0
+    assert met("multi-image SFT: single-image", **{"sft_multi/world_vqa": 0.924}) is False
+    assert met("multi-image SFT: single-image", **{"sft_multi/world_vqa": 0.925}) is True
+    assert met("DPO: preference", **{"dpo/preference_accuracy": 0.935}) is False  # equal is not up
+    assert met("DPO: POPE", **{"dpo/world_pope/hallucination_rate": 0.17}) is False
+    assert met("safety tuning: unsafe", **{"safety/world_safety/refusal_rate_unsafe": 0.89}) is False
+    # 0.855 of 0.90 is 95%; 0.85 is 94%
+    assert met("safety tuning: ordinary", **{"safety/world_safety/safe_answer_accuracy": 0.855}) is True
+    assert met("safety tuning: ordinary", **{"safety/world_safety/safe_answer_accuracy": 0.85}) is False
+    assert met("base model: 4-shot world_caption", **{"pretrain/world_caption_4shot": 0.9}) is False
+    assert met("base model: 4-shot world_vqa", **{"pretrain/world_vqa_4shot": 0.05}) is True
+
+
+def test_the_kinds_below_target_are_named():
+    checks = check_targets(full_card(**{"sft_single/world_vqa/colour": 0.662, "sft_single/world_vqa/locating": 0.7}))
+    kind = next(c for c in checks if c.target.startswith("single-image SFT: every"))
+    assert kind.met is False and kind.measured == "colour 0.662, locating 0.700"
+    ok = next(c for c in check_targets(full_card()) if c.target.startswith("single-image SFT: every"))
+    assert ok.measured.startswith("lowest: ")
+
+
+def test_stages_that_did_not_run_are_left_undecided():
+    c = Scorecard()
+    c.add("pretrain", {"world_caption_0shot": 0.5, "world_caption_4shot": 0.7, "world_vqa_0shot": 0.1,
+                       "world_vqa_4shot": 0.2})
+    v = verdicts(c)
+    assert "wall time within 10 min" not in v  # no wall time given
+    assert v.pop("base model: 4-shot world_caption CIDEr above 0-shot") is True
+    assert v.pop("base model: 4-shot world_vqa accuracy above 0-shot") is True
+    assert set(v.values()) == {None}
+    lines = targets_markdown(check_targets(c))
+    assert lines[-1] == "2 of 2 targets met (8 not run)."
+
+
+def test_time_budget_and_markdown_section(tmp_path):
+    checks = check_targets(full_card(), wall_seconds=641, budget_seconds=600)
+    assert checks[0].target == "wall time within 10 min" and checks[0].measured == "10:41" and checks[0].met is False
+    lines = targets_markdown(checks)
+    assert "| wall time within 10 min | 10:41 | no |" in lines
+    assert lines[-1] == "9 of 11 targets met."  # time and few-shot VQA missed, nothing else
+    js, md = write_scorecard(full_card(), tmp_path, targets=lines)
+    text = md.read_text()
+    assert "## Targets" in text and "| wall time within 10 min | 10:41 | no |" in text
+    assert text == to_markdown(full_card(), targets=lines)
+    assert set(json.loads(js.read_text())) == {"stages", "chance", "seconds"}  # the JSON keeps its shape
