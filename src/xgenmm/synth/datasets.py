@@ -177,7 +177,7 @@ def write_interleaved_shards(out: OutputDir, cfg: WorldConfig, rng: random.Rando
 # circle?", "Is there a red shape?") right, 21 or more of 22-24 held-out in six of seven runs
 # against 10-16 in eight runs without; the probes naming colour and kind together ("a red
 # circle") were still near chance after 600 SFT steps. A quarter of the images as drills cost
-# locating and position more than an eighth did (README, the demo section).
+# locating and position more than an eighth did (docs/demo-recipe.md).
 EXISTENCE_DRILL_SHARE = 0.12
 EXISTENCE_DRILL_PROBES = 4
 
