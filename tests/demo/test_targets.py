@@ -95,3 +95,13 @@ def test_time_budget_and_markdown_section(tmp_path):
     assert "## Targets" in text and "| wall time within 10 min | 10:41 | no |" in text
     assert text == to_markdown(full_card(), targets=lines)
     assert set(json.loads(js.read_text())) == {"stages", "chance", "seconds"}  # the JSON keeps its shape
+
+
+def test_stage_headings_show_the_run_clock_against_the_budget(capsys):
+    from xgenmm.demo.pipeline import _say
+
+    _say(4, 8, "pretrain", elapsed=88.4, budget=600)
+    _say(1, 8, "world")
+    out = capsys.readouterr().out
+    assert "=== [4/8] pretraining" in out and "(1:28 elapsed, budget 10 min) ===" in out
+    assert "=== [1/8] generate the synthetic world ===" in out  # no clock before the run has started

@@ -57,8 +57,12 @@ def config_dir() -> Path:
     raise FileNotFoundError(f"configs/demo/ not found above {here}; run the demo from a source checkout")
 
 
-def _say(step: int, total: int, key: str) -> None:
-    print(f"\n=== [{step}/{total}] {TITLES[key]} ===", flush=True)
+def _say(step: int, total: int, key: str, elapsed: float | None = None, budget: float | None = None) -> None:
+    """A stage's heading; with `elapsed` and `budget` (seconds), the run's wall time so far."""
+    clock = ""
+    if elapsed is not None and budget is not None:
+        clock = f" ({int(elapsed) // 60}:{int(elapsed) % 60:02d} elapsed, budget {budget / 60:g} min)"
+    print(f"\n=== [{step}/{total}] {TITLES[key]}{clock} ===", flush=True)
 
 
 def _write(path: Path, text: str) -> None:
@@ -219,7 +223,7 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
     write_stage_data(run, world, p, seed)
     card.seconds["world"] = round(time.perf_counter() - t, 1)
 
-    _say(2, total, "tokenizer")
+    _say(2, total, "tokenizer", time.perf_counter() - t_all, p.budget_s)
     t = time.perf_counter()
     tokenizer = build_world_tokenizer(world, run / "tokenizer", vocab_size=p.tokenizer_vocab)
     card.seconds["tokenizer"] = round(time.perf_counter() - t, 1)
@@ -228,7 +232,7 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
 
     model = processor = None
     for i, stage in enumerate(stages, 3):
-        _say(i, total, stage)
+        _say(i, total, stage, time.perf_counter() - t_all, p.budget_s)
         t = time.perf_counter()
         if stage == "vision":
             img = overrides["image"]
