@@ -35,7 +35,7 @@ def verdicts(card: Scorecard, wall=None, budget=None) -> dict[str, bool | None]:
 
 def test_a_run_that_meets_all_but_few_shot_vqa():
     v = verdicts(full_card(), wall=490, budget=600)
-    assert v.pop("base model: 4-shot world_vqa accuracy above 0-shot") is False
+    assert v.pop("base model: 4-shot VQA accuracy above 0-shot") is False
     assert v.pop("wall time within 10 min") is True
     assert len(v) == 9 and all(m is True for m in v.values()), v
 
@@ -56,17 +56,30 @@ def test_each_target_fails_on_its_own_numbers():
     assert met("DPO: preference", **{"dpo/preference_accuracy": 0.935}) is False  # equal is not up
     assert met("DPO: POPE", **{"dpo/world_pope/hallucination_rate": 0.17}) is False
     assert met("safety tuning: unsafe", **{"safety/world_safety/refusal_rate_unsafe": 0.89}) is False
-    # 0.855 of 0.90 is 95%; 0.85 is 94%
+    # 0.855 of 0.90 is 95%, as is 0.19 of 0.20; 0.85 of 0.90 is 94.4%
     assert met("safety tuning: ordinary", **{"safety/world_safety/safe_answer_accuracy": 0.855}) is True
+    assert met("safety tuning: ordinary", **{"dpo/world_safety/safe_answer_accuracy": 0.20,
+                                             "safety/world_safety/safe_answer_accuracy": 0.19}) is True
     assert met("safety tuning: ordinary", **{"safety/world_safety/safe_answer_accuracy": 0.85}) is False
-    assert met("base model: 4-shot world_caption", **{"pretrain/world_caption_4shot": 0.9}) is False
-    assert met("base model: 4-shot world_vqa", **{"pretrain/world_vqa_4shot": 0.05}) is True
+    assert met("safety tuning: ordinary", **{"dpo/world_safety/safe_answer_accuracy": 0.0,
+                                             "safety/world_safety/safe_answer_accuracy": 0.0}) is True
+    assert met("base model: 4-shot captioning", **{"pretrain/world_caption_4shot": 0.9}) is False
+    assert met("base model: 4-shot VQA", **{"pretrain/world_vqa_4shot": 0.05}) is True
+    # "at least" holds on the threshold itself; "up", "down" and "above" do not hold on equality
+    assert met("single-image SFT: every", **{"sft_single/world_vqa/colour": 0.75}) is True
+    assert met("single-image SFT: every", **{"sft_single/world_vqa/colour": 0.7499}) is False
+    assert met("multi-image SFT: multi-image", **{"sft_multi/world_multi": 0.80}) is True
+    assert met("safety tuning: unsafe", **{"safety/world_safety/refusal_rate_unsafe": 0.90}) is True
+    assert met("base model: 4-shot VQA", **{"pretrain/world_vqa_4shot": 0.0375}) is False
+    assert met("DPO: POPE", **{"dpo/world_pope/hallucination_rate": 0.16}) is False
+    assert met("DPO: POPE", **{"dpo/world_pope/hallucination_rate": 0.159}) is True
+    assert met("DPO: preference", **{"dpo/preference_accuracy": 0.936}) is True
 
 
 def test_the_kinds_below_target_are_named():
     checks = check_targets(full_card(**{"sft_single/world_vqa/colour": 0.662, "sft_single/world_vqa/locating": 0.7}))
     kind = next(c for c in checks if c.target.startswith("single-image SFT: every"))
-    assert kind.met is False and kind.measured == "colour 0.662, locating 0.700"
+    assert kind.met is False and kind.measured == "colour 0.662, locating 0.7"
     ok = next(c for c in check_targets(full_card()) if c.target.startswith("single-image SFT: every"))
     assert ok.measured.startswith("lowest: ")
 
@@ -77,8 +90,8 @@ def test_stages_that_did_not_run_are_left_undecided():
                        "world_vqa_4shot": 0.2})
     v = verdicts(c)
     assert "wall time within 10 min" not in v  # no wall time given
-    assert v.pop("base model: 4-shot world_caption CIDEr above 0-shot") is True
-    assert v.pop("base model: 4-shot world_vqa accuracy above 0-shot") is True
+    assert v.pop("base model: 4-shot captioning CIDEr above 0-shot") is True
+    assert v.pop("base model: 4-shot VQA accuracy above 0-shot") is True
     assert set(v.values()) == {None}
     lines = targets_markdown(check_targets(c))
     assert lines[-1] == "2 of 2 targets met (8 not run)."
@@ -105,3 +118,35 @@ def test_stage_headings_show_the_run_clock_against_the_budget(capsys):
     out = capsys.readouterr().out
     assert "=== [4/8] pretraining" in out and "(1:28 elapsed, budget 10 min) ===" in out
     assert "=== [1/8] generate the synthetic world ===" in out  # no clock before the run has started
+
+
+def test_the_drop_reads_as_a_change_and_the_few_shot_count_follows_the_preset():
+    same = next(c for c in check_targets(full_card(**{"sft_multi/world_vqa": 0.945})) if c.key == "drop")
+    assert same.met is True and same.measured == "0.945 -> 0.945 (unchanged)"
+    up = next(c for c in check_targets(full_card(**{"sft_multi/world_vqa": 0.95})) if c.key == "drop")
+    assert up.measured.endswith("(0.5 points gained)")
+    c = full_card()
+    c.stages["pretrain"] = {"world_caption_0shot": 1.0, "world_caption_8shot": 2.0, "world_vqa_0shot": 0.1,
+                            "world_vqa_8shot": 0.05}
+    eight = {x.key: x for x in check_targets(c, shots=8)}
+    assert eight["few_shot_caption"].target == "base model: 8-shot captioning CIDEr above 0-shot"
+    assert eight["few_shot_caption"].met is True and eight["few_shot_vqa"].met is False
+    assert {x.key: x.met for x in check_targets(c)}["few_shot_vqa"] is None  # no 4-shot scores: not run
+
+
+def test_targets_section_scope_by_preset_world_and_stages():
+    from dataclasses import replace
+
+    from xgenmm.demo.pipeline import targets_section
+    from xgenmm.demo.presets import FULL, QUICK
+
+    full = targets_section(full_card(), FULL, 490, complete=True)
+    assert "| wall time within 10 min | 8:10 | yes |" in full and full[-1].startswith("Targets set for the full preset")
+    quick = targets_section(full_card(), QUICK, 75, complete=True)
+    assert [line for line in quick if line.startswith("| wall")] == ["| wall time within 3 min | 1:15 | yes |"]
+    assert not any("single-image SFT" in line for line in quick) and "smoke test" in quick[-1]
+    partial = targets_section(full_card(), FULL, 100, complete=False)
+    assert not any(line.startswith("| wall") for line in partial)  # a partial run's time says nothing
+    assert "(some stages only)" in partial[-1]
+    hard = targets_section(full_card(), replace(FULL, world_preset="hard"), 490, complete=True)
+    assert "(the hard world)" in hard[-1]
