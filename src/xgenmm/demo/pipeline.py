@@ -28,7 +28,7 @@ from .assemble import caption_images, initial_model, place_image_positions, save
 from .evaluation import PREFERENCE_STAGES, evaluate_stage, preference_accuracy, read_pairs
 from .presets import STAGES, DemoPreset, get_preset, model_overrides
 from .scorecard import Scorecard, plot_losses, read_trainer_losses, write_scorecard
-from .targets import check_targets, targets_markdown
+from .targets import check_targets, clock, targets_markdown
 from .vision_pretrain import build_siglip, copy_vision_tower, pretrain_vision
 
 log = logging.getLogger("xgenmm.demo")
@@ -59,10 +59,8 @@ def config_dir() -> Path:
 
 def _say(step: int, total: int, key: str, elapsed: float | None = None, budget: float | None = None) -> None:
     """A stage's heading; with `elapsed` and `budget` (seconds), the run's wall time so far."""
-    clock = ""
-    if elapsed is not None and budget is not None:
-        clock = f" ({int(elapsed) // 60}:{int(elapsed) % 60:02d} elapsed, budget {budget / 60:g} min)"
-    print(f"\n=== [{step}/{total}] {TITLES[key]}{clock} ===", flush=True)
+    so_far = f" ({clock(elapsed)} elapsed, budget {budget / 60:g} min)" if elapsed is not None and budget is not None else ""
+    print(f"\n=== [{step}/{total}] {TITLES[key]}{so_far} ===", flush=True)
 
 
 def targets_section(card: Scorecard, p: DemoPreset, wall: float, complete: bool) -> list[str]:

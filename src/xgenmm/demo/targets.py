@@ -29,6 +29,11 @@ class TargetCheck:
     met: bool | None  # None: a stage it needs did not run
 
 
+def clock(seconds: float) -> str:
+    """Wall time as m:ss."""
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+
+
 def _get(card: Scorecard, stage: str, key: str) -> float | None:
     return card.stages.get(stage, {}).get(key)
 
@@ -56,7 +61,7 @@ def check_targets(card: Scorecard, wall_seconds: float | None = None, budget_sec
     out: list[TargetCheck] = []
     if wall_seconds is not None and budget_seconds is not None:
         out.append(TargetCheck("time", f"wall time within {budget_seconds / 60:g} min",
-                               f"{int(wall_seconds) // 60}:{int(wall_seconds) % 60:02d}", wall_seconds <= budget_seconds))
+                               clock(wall_seconds), wall_seconds <= budget_seconds))
     out.append(_few_shot(card, "few_shot_caption", "world_caption", shots))
     out.append(_few_shot(card, "few_shot_vqa", "world_vqa", shots))
 

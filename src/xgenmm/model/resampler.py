@@ -83,8 +83,9 @@ class PerceiverResampler(nn.Module):
         self.group_pos = nn.Parameter(0.02 * torch.randn(cfg.group_positions, cfg.out_dim)) if cfg.group_positions else None
         if cfg.image_positions < 0:
             raise ValueError(f"resampler.image_positions must be >= 0, got {cfg.image_positions}")
-        # Nor this one. Zero at init (a no-op until trained or set, as the demo's whitening
-        # does); added by the model where it splices a sample's images (XGenMM.fuse_inputs).
+        # Nor this one. Zero at init (a no-op until trained or set, as the demo's
+        # place_image_positions does); added by the model where it splices a sample's images
+        # (XGenMM.fuse_inputs).
         self.image_pos = nn.Parameter(torch.zeros(cfg.image_positions, cfg.out_dim)) if cfg.image_positions else None
         self.layers = nn.ModuleList(
             nn.ModuleList([PerceiverAttention(cfg.dim, cfg.dim_head, cfg.heads), feed_forward(cfg.dim, cfg.ff_mult)])
