@@ -33,6 +33,9 @@ def test_scorecard_has_a_row_for_every_stage(quick_run):
     # the smoke test is held to its time budget only; its verdict names the run's wall time
     assert "## Targets" in md and "| wall time within 3 min | " in md
     assert "The `quick` preset is the smoke test" in md and "single-image SFT: world VQA" not in md
+    targets = json.loads((quick_run / "targets.json").read_text())
+    assert targets["scope"] == "smoke_test" and [t["key"] for t in targets["targets"]] == ["time"]
+    assert f"| wall time within 3 min | {targets['targets'][0]['measured']} |" in md
 
 
 def test_each_stage_config_is_kept_and_loads_for_a_rerun(quick_run):

@@ -150,3 +150,29 @@ def test_targets_section_scope_by_preset_world_and_stages():
     assert "(some stages only)" in partial[-1]
     hard = targets_section(full_card(), replace(FULL, world_preset="hard"), 490, complete=True)
     assert "(the hard world)" in hard[-1]
+
+
+def test_targets_record_is_the_section_as_data():
+    from dataclasses import replace
+
+    from xgenmm.demo.pipeline import targets_record, targets_section
+    from xgenmm.demo.presets import FULL, QUICK
+
+    card = full_card()
+    rec = json.loads(json.dumps(targets_record(card, FULL, 490, complete=True, seed=3)))  # JSON-clean
+    assert (rec["preset"], rec["world"], rec["seed"], rec["scope"]) == ("full", "easy", 3, "recipe")
+    assert rec["budget_seconds"] == 600 and rec["wall_seconds"] == 490
+    assert [t["key"] for t in rec["targets"]] == [c.key for c in check_targets(card, 490, 600)]
+    assert set(rec["targets"][0]) == {"key", "target", "measured", "met"}
+    section = targets_section(card, FULL, 490, complete=True)
+    assert f"{rec['met']} of {rec['checked']} targets met." in section
+    for t in rec["targets"]:
+        row = f"| {t['target']} | {t['measured']} | {'-' if t['met'] is None else 'yes' if t['met'] else 'no'} |"
+        assert row in section
+    assert rec["note"] == section[-1]
+    quick = targets_record(card, QUICK, 75, complete=True, seed=0)
+    assert quick["scope"] == "smoke_test" and [t["key"] for t in quick["targets"]] == ["time"]
+    assert quick["met"] == quick["checked"] == 1
+    partial = targets_record(card, FULL, 100, complete=False, seed=0)
+    assert partial["scope"] == "comparison" and "time" not in [t["key"] for t in partial["targets"]]
+    assert targets_record(card, replace(FULL, world_preset="hard"), 490, True, 0)["scope"] == "comparison"

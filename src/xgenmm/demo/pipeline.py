@@ -28,7 +28,7 @@ from .assemble import caption_images, initial_model, place_image_positions, save
 from .evaluation import PREFERENCE_STAGES, evaluate_stage, preference_accuracy, read_pairs
 from .presets import STAGES, DemoPreset, get_preset, model_overrides
 from .scorecard import Scorecard, plot_losses, read_trainer_losses, write_scorecard
-from .targets import check_targets, clock, targets_markdown
+from .targets import TargetCheck, check_targets, clock, targets_markdown
 from .vision_pretrain import build_siglip, copy_vision_tower, pretrain_vision
 
 log = logging.getLogger("xgenmm.demo")
@@ -63,20 +63,37 @@ def _say(step: int, total: int, key: str, elapsed: float | None = None, budget: 
     print(f"\n=== [{step}/{total}] {TITLES[key]}{so_far} ===", flush=True)
 
 
-def targets_section(card: Scorecard, p: DemoPreset, wall: float, complete: bool) -> list[str]:
-    """The scorecard's Targets section: every target for a full-preset run (the time budget only
-    for the smoke test; no time check for a run of some stages only)."""
+def scoped_targets(card: Scorecard, p: DemoPreset, wall: float, complete: bool) -> tuple[list[TargetCheck], str, str]:
+    """The run's target checks, their scope ("recipe": a full-preset run of every stage on the
+    easy world; "smoke_test": the quick preset, held to its time budget only; "comparison": a
+    run of some stages, or on another world, checked against the recipe's targets for
+    comparison only) and a sentence saying so."""
     checks = check_targets(card, wall if complete else None, p.budget_s, shots=p.few_shot)
     if not p.all_targets:
         checks = [c for c in checks if c.key == "time"]
-        scope = f"The `{p.name}` preset is the smoke test: held to its time budget only (README)."
-    elif p.world_preset == "easy" and complete:
-        scope = "Targets set for the full preset on the easy world (README)."
-    else:
-        run = f"the {p.world_preset} world" if p.world_preset != "easy" else "some stages only"
-        scope = (f"Targets set for every stage of the full preset on the easy world (README); this run "
-                 f"({run}) is checked against them for comparison only.")
-    return targets_markdown(checks) + ["", scope]
+        return checks, "smoke_test", f"The `{p.name}` preset is the smoke test: held to its time budget only (README)."
+    if p.world_preset == "easy" and complete:
+        return checks, "recipe", "Targets set for the full preset on the easy world (README)."
+    run = f"the {p.world_preset} world" if p.world_preset != "easy" else "some stages only"
+    return checks, "comparison", (f"Targets set for every stage of the full preset on the easy world (README); this run "
+                                  f"({run}) is checked against them for comparison only.")
+
+
+def targets_section(card: Scorecard, p: DemoPreset, wall: float, complete: bool) -> list[str]:
+    """The scorecard's Targets section: every target for a full-preset run (the time budget only
+    for the smoke test; no time check for a run of some stages only)."""
+    checks, _, sentence = scoped_targets(card, p, wall, complete)
+    return targets_markdown(checks) + ["", sentence]
+
+
+def targets_record(card: Scorecard, p: DemoPreset, wall: float, complete: bool, seed: int) -> dict:
+    """RUN/targets.json: the Targets section as data (scorecard.json keeps its documented
+    shape), so that runs can be compared and tracked by a program."""
+    checks, scope, sentence = scoped_targets(card, p, wall, complete)
+    return {"preset": p.name, "world": p.world_preset, "seed": seed, "wall_seconds": round(wall, 1),
+            "budget_seconds": p.budget_s, "scope": scope, "note": sentence,
+            "met": sum(c.met is True for c in checks), "checked": sum(c.met is not None for c in checks),
+            "targets": [asdict(c) for c in checks]}
 
 
 def _write(path: Path, text: str) -> None:
@@ -297,8 +314,10 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
               f"  answer:   {ex['answer']}   (reference: {ex['reference']})", flush=True)
     wall = time.perf_counter() - t_all
     notes.insert(0, f"Preset `{p.name}`, world `{p.world_preset}`, seed {seed}; total {wall:.0f} s wall.")
-    targets = targets_section(card, p, wall, complete=tuple(stages) == STAGES)
+    complete = tuple(stages) == STAGES
+    targets = targets_section(card, p, wall, complete)
+    _write(run / "targets.json", json.dumps(targets_record(card, p, wall, complete, seed), indent=2) + "\n")
     js, md = write_scorecard(card, run, notes, targets)
     print("\n" + md.read_text(), flush=True)
-    print(f"scorecard: {md} and {js}; loss curves: {run / 'loss_curves.png'}; stage configs: {run / 'configs'}", flush=True)
+    print(f"scorecard: {md} and {js}; targets: {run / 'targets.json'}; loss curves: {run / 'loss_curves.png'}; stage configs: {run / 'configs'}", flush=True)
     return card
