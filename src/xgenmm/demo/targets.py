@@ -2,7 +2,7 @@
 with the full preset (README, "What it reaches today"). Every check but the time budget reads
 only the scorecard's scores, so a finished run's `scorecard.json` can be checked again later:
 `check_targets(Scorecard.from_dict(json.load(f)))`; the time check needs the run's wall time
-and budget, which `scorecard.md` states.
+and budget, which `scorecard.md` and `targets.json` state.
 
 A check whose stages did not run says so (`met` None) rather than pass or fail."""
 
