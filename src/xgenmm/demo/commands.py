@@ -11,7 +11,8 @@ def register(subparsers) -> None:
         help="the whole recipe on the synthetic world, with a scorecard",
         description="Generate the synthetic world, train its tokenizer and vision tower, then pretrain, "
         "instruction-tune (single- then multi-image), DPO and safety-tune the tiny model, evaluating after "
-        "every stage; writes DIR/scorecard.md, DIR/scorecard.json, DIR/loss_curves.png and DIR/configs/STAGE.yaml.",
+        "every stage; writes DIR/scorecard.md, DIR/scorecard.json, DIR/targets.json, DIR/loss_curves.png and "
+        "DIR/configs/STAGE.yaml.",
     )
     p.add_argument("--preset", choices=("full", "quick"), default="full",
                    help="full: learn the world (budgeted for 10 minutes on 2 free CPU cores); quick: the smoke test (budgeted for 3)")
