@@ -28,7 +28,7 @@ from .assemble import caption_images, initial_model, place_image_positions, save
 from .evaluation import PREFERENCE_STAGES, evaluate_stage, preference_accuracy, read_pairs
 from .presets import STAGES, DemoPreset, get_preset, model_overrides
 from .scorecard import Scorecard, plot_losses, read_trainer_losses, write_scorecard
-from .targets import TargetCheck, check_targets, clock, targets_markdown
+from .targets import TargetCheck, check_targets, clock, tally, targets_markdown
 from .vision_pretrain import build_siglip, copy_vision_tower, pretrain_vision
 
 log = logging.getLogger("xgenmm.demo")
@@ -90,9 +90,9 @@ def targets_record(card: Scorecard, p: DemoPreset, wall: float, complete: bool, 
     """RUN/targets.json: the Targets section as data (scorecard.json keeps its documented
     shape), so that runs can be compared and tracked by a program."""
     checks, scope, sentence = scoped_targets(card, p, wall, complete)
+    met, checked = tally(checks)
     return {"preset": p.name, "world": p.world_preset, "seed": seed, "wall_seconds": round(wall, 1),
-            "budget_seconds": p.budget_s, "scope": scope, "note": sentence,
-            "met": sum(c.met is True for c in checks), "checked": sum(c.met is not None for c in checks),
+            "budget_seconds": p.budget_s, "scope": scope, "note": sentence, "met": met, "checked": checked,
             "targets": [asdict(c) for c in checks]}
 
 

@@ -116,9 +116,13 @@ def check_targets(card: Scorecard, wall_seconds: float | None = None, budget_sec
     return out
 
 
+def tally(checks: list[TargetCheck]) -> tuple[int, int]:
+    """(targets met, targets checked): a check whose stages did not run counts in neither."""
+    return sum(c.met is True for c in checks), sum(c.met is not None for c in checks)
+
+
 def targets_markdown(checks: list[TargetCheck]) -> list[str]:
-    met = sum(c.met is True for c in checks)
-    ran = sum(c.met is not None for c in checks)
+    met, ran = tally(checks)
     lines = ["| target | measured | met |", "|---|---|---|"]
     for c in checks:
         lines.append(f"| {c.target} | {c.measured} | {'-' if c.met is None else 'yes' if c.met else 'no'} |")
