@@ -96,3 +96,33 @@ def test_loss_curves_and_worked_example_are_written(quick_run):
     assert (quick_run / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
     example = json.loads((quick_run / "example.json").read_text())
     assert {"image", "question", "answer", "reference"} <= set(example)
+
+
+def test_every_target_margin_gets_its_standard_error_from_the_runs_own_predictions(quick_run):
+    """The quick run's files carry every evaluation the targets compare: each target but the
+    time gets a finite standard error, computed from the per-sample records as the eval
+    harness and `eval/metrics/uncertainty.py` define it."""
+    from xgenmm.demo.evaluation import PREFERENCE_FILE, target_stderrs
+    from xgenmm.demo.scorecard import Scorecard
+    from xgenmm.demo.targets import check_targets
+    from xgenmm.eval.metrics.uncertainty import mean_stderr, paired_difference
+
+    card = Scorecard.from_dict(json.loads((quick_run / "scorecard.json").read_text()))
+    se = target_stderrs(card, quick_run / "eval", quick_run / "world", shots=4)
+    assert {c.key for c in check_targets(card)} == set(se)
+    assert all(v is not None and v >= 0.0 for v in se.values()), se
+
+    def scores(stage, name):
+        path = quick_run / "eval" / stage / name
+        return {r["id"]: r["score"] for r in map(json.loads, path.read_text().splitlines())}
+
+    vqa = scores("sft_single", "world_vqa/predictions.jsonl")
+    assert se["vqa"] == pytest.approx(mean_stderr(list(vqa.values())))
+    assert se["drop"] == pytest.approx(paired_difference(scores("sft_multi", "world_vqa/predictions.jsonl"), vqa)[1])
+    pairs = scores("dpo", PREFERENCE_FILE)
+    held_out = (quick_run / "data" / "dpo_heldout.jsonl").read_text().splitlines()
+    assert len(pairs) == len(held_out) > 0
+    assert sum(pairs.values()) / len(pairs) == pytest.approx(card.stages["dpo"]["preference_accuracy"])
+    # the harness reports the same standard error beside its score
+    res = json.loads((quick_run / "eval" / "sft_single" / "world_vqa" / "results.json").read_text())
+    assert res["metrics"]["vqa_accuracy_stderr"] == pytest.approx(se["vqa"])

@@ -4,6 +4,9 @@ stages that did not run left undecided, and the markdown section."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+
+import pytest
 
 from xgenmm.demo.scorecard import Scorecard, to_markdown, write_scorecard
 from xgenmm.demo.targets import check_targets, targets_markdown
@@ -94,18 +97,19 @@ def test_stages_that_did_not_run_are_left_undecided():
     assert v.pop("base model: 4-shot VQA accuracy above 0-shot") is True
     assert set(v.values()) == {None}
     lines = targets_markdown(check_targets(c))
-    assert lines[-1] == "2 of 2 targets met (8 not run)."
+    assert "2 of 2 targets met (8 not run)." in lines
 
 
 def test_time_budget_and_markdown_section(tmp_path):
     checks = check_targets(full_card(), wall_seconds=641, budget_seconds=600)
     assert checks[0].target == "wall time within 10 min" and checks[0].measured == "10:41" and checks[0].met is False
     lines = targets_markdown(checks)
-    assert "| wall time within 10 min | 10:41 | no |" in lines
-    assert lines[-1] == "9 of 11 targets met."  # time and few-shot VQA missed, nothing else
+    assert "| wall time within 10 min | 10:41 | - | no |" in lines
+    assert "| single-image SFT: world VQA >= 0.90 | 0.945 | +0.045 | yes |" in lines  # margin, no stderr given
+    assert "9 of 11 targets met." in lines  # time and few-shot VQA missed, nothing else
     js, md = write_scorecard(full_card(), tmp_path, targets=lines)
     text = md.read_text()
-    assert "## Targets" in text and "| wall time within 10 min | 10:41 | no |" in text
+    assert "## Targets" in text and "| wall time within 10 min | 10:41 | - | no |" in text
     assert text == to_markdown(full_card(), targets=lines)
     assert set(json.loads(js.read_text())) == {"stages", "chance", "seconds"}  # the JSON keeps its shape
 
@@ -141,9 +145,9 @@ def test_targets_section_scope_by_preset_world_and_stages():
     from xgenmm.demo.presets import FULL, QUICK
 
     full = targets_section(full_card(), FULL, 490, complete=True)
-    assert "| wall time within 10 min | 8:10 | yes |" in full and full[-1].startswith("Targets set for the full preset")
+    assert "| wall time within 10 min | 8:10 | - | yes |" in full and full[-1].startswith("Targets set for the full preset")
     quick = targets_section(full_card(), QUICK, 75, complete=True)
-    assert [line for line in quick if line.startswith("| wall")] == ["| wall time within 3 min | 1:15 | yes |"]
+    assert [line for line in quick if line.startswith("| wall")] == ["| wall time within 3 min | 1:15 | - | yes |"]
     assert not any("single-image SFT" in line for line in quick) and "smoke test" in quick[-1]
     partial = targets_section(full_card(), FULL, 100, complete=False)
     assert not any(line.startswith("| wall") for line in partial)  # a partial run's time says nothing
@@ -163,11 +167,12 @@ def test_targets_record_is_the_section_as_data():
     assert (rec["preset"], rec["world"], rec["seed"], rec["scope"]) == ("full", "easy", 3, "recipe")
     assert rec["budget_seconds"] == 600 and rec["wall_seconds"] == 490
     assert [t["key"] for t in rec["targets"]] == [c.key for c in check_targets(card, 490, 600)]
-    assert set(rec["targets"][0]) == {"key", "target", "measured", "met"}
+    assert set(rec["targets"][0]) == {"key", "target", "measured", "met", "margin", "stderr"}
     section = targets_section(card, FULL, 490, complete=True)
     assert f"{rec['met']} of {rec['checked']} targets met." in section
     for t in rec["targets"]:
-        row = f"| {t['target']} | {t['measured']} | {'-' if t['met'] is None else 'yes' if t['met'] else 'no'} |"
+        margin = "-" if t["margin"] is None else f"{t['margin']:+.3g}"
+        row = f"| {t['target']} | {t['measured']} | {margin} | {'-' if t['met'] is None else 'yes' if t['met'] else 'no'} |"
         assert row in section
     assert rec["note"] == section[-1]
     quick = targets_record(card, QUICK, 75, complete=True, seed=0)
@@ -176,3 +181,27 @@ def test_targets_record_is_the_section_as_data():
     partial = targets_record(card, FULL, 100, complete=False, seed=0)
     assert partial["scope"] == "comparison" and "time" not in [t["key"] for t in partial["targets"]]
     assert targets_record(card, replace(FULL, world_preset="hard"), 490, True, 0)["scope"] == "comparison"
+
+
+def test_margins_with_standard_errors_name_the_misses_within_noise():
+    from xgenmm.demo.pipeline import targets_record, targets_section
+    from xgenmm.demo.presets import FULL
+    from xgenmm.demo.targets import near_misses
+
+    card = full_card(**{"sft_single/world_vqa": 0.895, "dpo/preference_accuracy": 0.93})
+    stderrs = {"vqa": 0.012, "few_shot_vqa": 0.008, "dpo_preference": 0.004, "time": 99.0}
+    checks = {c.key: c for c in check_targets(card, 490, 600)}
+    assert checks["vqa"].margin == pytest.approx(-0.005) and checks["drop"].margin == pytest.approx(0.02 - (0.895 - 0.927))
+    assert checks["dpo_hallucination"].margin == pytest.approx(0.01)  # down is the good direction
+    assert checks["time"].margin is None
+    section = targets_section(card, FULL, 490, complete=True, stderrs=stderrs)
+    assert "| single-image SFT: world VQA >= 0.90 | 0.895 | -0.005 ± 0.012 | no |" in section
+    assert "| wall time within 10 min | 8:10 | - | yes |" in section  # the time check has no margin
+    # vqa: 0.4 SE short; preference: 0.005 / 0.004 = 1.3 SE short; few-shot VQA: 0.036 / 0.008 = 4.5 SE short
+    line = next(x for x in section if x.startswith("Missed by less than two standard errors"))
+    assert "vqa (0.4 SE)" in line and "dpo_preference (1.3 SE)" in line and "few_shot_vqa" not in line
+    scored = [replace(c, stderr=stderrs.get(c.key)) for c in checks.values()]
+    assert [c.key for c in near_misses(scored)] == ["vqa", "dpo_preference"]
+    rec = targets_record(card, FULL, 490, complete=True, seed=0, stderrs=stderrs)
+    by_key = {t["key"]: t for t in rec["targets"]}
+    assert by_key["vqa"]["stderr"] == 0.012 and by_key["time"]["stderr"] is None and by_key["multi"]["stderr"] is None

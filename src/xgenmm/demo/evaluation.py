@@ -13,6 +13,7 @@ import torch
 
 from ..eval import evaluate, get_task
 from ..eval.harness import resolve_folder
+from ..eval.report import write_text_atomic
 from ..eval.metrics import pope_answer
 from ..model.image_processing import load_image
 from ..model.template import END_TAG
@@ -117,15 +118,16 @@ def answer_logps(model, processor, prompts: list[str], images: list, answers: li
     return tok.sum(1).tolist()
 
 
-def preference_accuracy(model, processor, pairs_path: Path, batch_size: int = 32) -> float:
+def preference_accuracy(model, processor, pairs_path: Path, batch_size: int = 32, out: Path | None = None) -> float:
     """Share of held-out pairs whose chosen answer the model finds more likely than the
-    rejected one (sequence log-probability)."""
+    rejected one (sequence log-probability). With `out`, one JSON line per pair (its index,
+    both log-probabilities and whether the chosen one won) is written there, atomically."""
     pairs = read_pairs(pairs_path)
     if not pairs:
         raise ValueError(f"{pairs_path}: no preference pairs")
     was = model.training
     model.eval()
-    wins = 0
+    rows = []
     try:
         for b in range(0, len(pairs), batch_size):
             chunk = pairs[b : b + batch_size]
@@ -134,7 +136,95 @@ def preference_accuracy(model, processor, pairs_path: Path, batch_size: int = 32
             both = answer_logps(model, processor, prompts + prompts, ims + ims,
                                 [p["chosen"] for p in chunk] + [p["rejected"] for p in chunk])
             n = len(chunk)
-            wins += sum(c > r for c, r in zip(both[:n], both[n:]))
+            rows += [{"id": str(b + i), "chosen_logp": c, "rejected_logp": r, "score": float(c > r)}
+                     for i, (c, r) in enumerate(zip(both[:n], both[n:]))]
     finally:
         model.train(was)
-    return wins / len(pairs)
+    if out is not None:
+        write_text_atomic(out, "".join(json.dumps(r) + "\n" for r in rows))
+    return sum(r["score"] for r in rows) / len(pairs)
+
+
+# ---- standard errors of the targets' margins ---------------------------------------------------
+
+PREFERENCE_FILE = "preference/predictions.jsonl"  # under eval/STAGE: preference_accuracy's per-pair records
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def per_sample(eval_dir: Path, world_dir: Path, stage: str, name: str) -> dict[str, dict] | None:
+    """The per-sample records of one evaluation of the run (`eval/STAGE/NAME/predictions.jsonl`,
+    or the preference pairs' with name "preference"), by id, with each caption's CIDEr-D as
+    its score (the harness writes captions unscored: CIDEr is a corpus metric); None when
+    that evaluation did not run."""
+    path = eval_dir / stage / (PREFERENCE_FILE if name == "preference" else f"{name}/predictions.jsonl")
+    if not path.exists():
+        return None
+    recs = {r["id"]: r for r in _records(path) if not r.get("skipped")}
+    if name.startswith("world_caption") and recs:
+        from ..eval.metrics import cider
+
+        task = get_task("world_caption")
+        refs = {s.id: s.answers for s in task.read(resolve_folder(world_dir, task.folder)) if s.id in recs}
+        _, per_id = cider({k: recs[k]["answer"] for k in refs}, refs)
+        recs = {k: {**recs[k], "score": v} for k, v in per_id.items()}
+    return recs
+
+
+def target_stderrs(card, eval_dir: Path, world_dir: Path, shots: int) -> dict[str, float | None]:
+    """{target key: standard error of its margin} from the run's per-sample records, for the
+    checks of `demo.targets.check_targets` (the time check has none). A comparison of two
+    evaluations of the same samples (few-shot against 0-shot, before and after a stage) takes
+    the paired standard error of the per-sample differences."""
+    from ..eval.metrics.uncertainty import mean_stderr, paired_difference
+
+    def scores(stage: str, name: str, field: str = "score", keep=None) -> dict[str, float] | None:
+        recs = per_sample(eval_dir, world_dir, stage, name)
+        if recs is None:
+            return None
+        return {k: float(r[field]) for k, r in recs.items() if field in r and (keep is None or keep(k, r))}
+
+    def single(stage: str, name: str, **kw) -> float | None:
+        s = scores(stage, name, **kw)
+        return mean_stderr(list(s.values())) if s else None
+
+    def paired(after: dict | None, before: dict | None, scale: float = 1.0) -> float | None:
+        if not after or not before or not set(after) & set(before):
+            return None
+        se = paired_difference(after, before)[1]
+        return None if se is None else se * scale
+
+    out: dict[str, float | None] = {}
+    for key, task in (("few_shot_caption", "world_caption"), ("few_shot_vqa", "world_vqa")):
+        out[key] = paired(scores("pretrain", f"{task}_{shots}shot"), scores("pretrain", f"{task}_0shot"))
+    out["vqa"] = single("sft_single", "world_vqa")
+    kinds = {k.split("/", 1)[1]: v for k, v in card.stages.get("sft_single", {}).items() if k.startswith("world_vqa/")}
+    if kinds:
+        worst = min(kinds, key=kinds.get)
+        out["vqa_kinds"] = single("sft_single", "world_vqa", keep=lambda _k, r: r.get("group") == worst)
+    out["multi"] = single("sft_multi", "world_multi")
+    out["drop"] = paired(scores("sft_multi", "world_vqa"), scores("sft_single", "world_vqa"))
+    out["dpo_preference"] = paired(scores("dpo", "preference"), scores("sft_multi", "preference"))
+    def truth(task_name: str, field) -> dict:
+        task = get_task(task_name)
+        try:
+            return {x.id: field(x) for x in task.read(resolve_folder(world_dir, task.folder))}
+        except FileNotFoundError:
+            return {}
+
+    absent = {k for k, v in truth("world_pope", lambda x: x.answers[0]).items() if v == "no"}
+
+    def said_yes_to_absent(stage: str) -> dict[str, float] | None:
+        recs = per_sample(eval_dir, world_dir, stage, "world_pope")
+        return None if recs is None else {k: float(pope_answer(r["prediction"]) == "yes") for k, r in recs.items()
+                                          if k in absent}
+    out["dpo_hallucination"] = paired(said_yes_to_absent("dpo"), said_yes_to_absent("sft_multi"))
+    unsafe = {k for k, v in truth("world_safety", lambda x: bool(x.meta.get("unsafe"))).items() if v}
+    out["refused"] = single("safety", "world_safety", field="refused", keep=lambda k, _r: k in unsafe)
+    before = card.stages.get("dpo", {}).get("world_safety/safe_answer_accuracy")
+    if before:
+        out["ordinary_kept"] = paired(scores("safety", "world_safety", field="answer_correct"),
+                                      scores("dpo", "world_safety", field="answer_correct"), 1.0 / before)
+    return out

@@ -21,11 +21,12 @@ from pathlib import Path
 import torch
 import yaml
 
+from ..eval.report import write_text_atomic
 from ..model import XGenMM
 from ..model.image_processing import XGenMMImageProcessor
 from ..model.processor import XGenMMProcessor
 from .assemble import caption_images, initial_model, place_image_positions, save_initial, whiten_projection, whitening_images
-from .evaluation import PREFERENCE_STAGES, evaluate_stage, preference_accuracy, read_pairs
+from .evaluation import PREFERENCE_FILE, PREFERENCE_STAGES, evaluate_stage, preference_accuracy, read_pairs, target_stderrs
 from .presets import STAGES, DemoPreset, get_preset, model_overrides
 from .scorecard import Scorecard, plot_losses, read_trainer_losses, write_scorecard
 from .targets import TargetCheck, check_targets, clock, tally, targets_markdown
@@ -63,12 +64,16 @@ def _say(step: int, total: int, key: str, elapsed: float | None = None, budget: 
     print(f"\n=== [{step}/{total}] {TITLES[key]}{so_far} ===", flush=True)
 
 
-def scoped_targets(card: Scorecard, p: DemoPreset, wall: float, complete: bool) -> tuple[list[TargetCheck], str, str]:
+def scoped_targets(card: Scorecard, p: DemoPreset, wall: float, complete: bool,
+                   stderrs: dict[str, float | None] | None = None) -> tuple[list[TargetCheck], str, str]:
     """The run's target checks, their scope ("recipe": a full-preset run of every stage on the
     easy world; "smoke_test": the quick preset, held to its time budget only; "comparison": a
     run of some stages, or on another world, checked against the recipe's targets for
-    comparison only) and a sentence saying so."""
+    comparison only) and a sentence saying so. `stderrs` ({key: standard error}, from
+    `target_stderrs`) fills in each check's margin's standard error."""
     checks = check_targets(card, wall if complete else None, p.budget_s, shots=p.few_shot)
+    if stderrs:
+        checks = [replace(c, stderr=stderrs.get(c.key)) if c.margin is not None else c for c in checks]
     if not p.all_targets:
         checks = [c for c in checks if c.key == "time"]
         return checks, "smoke_test", f"The `{p.name}` preset is the smoke test: held to its time budget only (README)."
@@ -79,28 +84,23 @@ def scoped_targets(card: Scorecard, p: DemoPreset, wall: float, complete: bool) 
                                   f"({run}) is checked against them for comparison only.")
 
 
-def targets_section(card: Scorecard, p: DemoPreset, wall: float, complete: bool) -> list[str]:
+def targets_section(card: Scorecard, p: DemoPreset, wall: float, complete: bool,
+                    stderrs: dict[str, float | None] | None = None) -> list[str]:
     """The scorecard's Targets section: every target for a full-preset run (the time budget only
     for the smoke test; no time check for a run of some stages only)."""
-    checks, _, sentence = scoped_targets(card, p, wall, complete)
+    checks, _, sentence = scoped_targets(card, p, wall, complete, stderrs)
     return targets_markdown(checks) + ["", sentence]
 
 
-def targets_record(card: Scorecard, p: DemoPreset, wall: float, complete: bool, seed: int) -> dict:
+def targets_record(card: Scorecard, p: DemoPreset, wall: float, complete: bool, seed: int,
+                   stderrs: dict[str, float | None] | None = None) -> dict:
     """RUN/targets.json: the Targets section as data (scorecard.json keeps its documented
     shape), so that runs can be compared and tracked by a program."""
-    checks, scope, sentence = scoped_targets(card, p, wall, complete)
+    checks, scope, sentence = scoped_targets(card, p, wall, complete, stderrs)
     met, checked = tally(checks)
     return {"preset": p.name, "world": p.world_preset, "seed": seed, "wall_seconds": round(wall, 1),
             "budget_seconds": p.budget_s, "scope": scope, "note": sentence, "met": met, "checked": checked,
             "targets": [asdict(c) for c in checks]}
-
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def existing_world(world: Path, seed: int, preset: DemoPreset) -> dict | None:
@@ -128,18 +128,18 @@ def write_stage_data(run: Path, world: Path, preset: DemoPreset, seed: int) -> N
     man = json.loads((world / "manifest.json").read_text())
     data = run / "data"
     rel = lambda p: f"../world/{p}"  # noqa: E731  (mixture paths are relative to the YAML's folder)
-    _write(data / "pretrain_mixture.yaml", yaml.safe_dump({
+    write_text_atomic(data / "pretrain_mixture.yaml", yaml.safe_dump({
         "seed": seed,
         "sources": [{"path": [rel(p) for p in man["paths"]["captions"]], "weight": 0.75},
                     {"path": [rel(p) for p in man["paths"]["interleaved"]], "weight": 0.25}],
     }, sort_keys=False))
     n_multi = man["datasets"]["train"]["sft_multi"]["samples"]
-    _write(data / "sft_multi_mixture.yaml", yaml.safe_dump({
+    write_text_atomic(data / "sft_multi_mixture.yaml", yaml.safe_dump({
         "seed": seed, "replacement": False,
         "data_path": {rel(man["paths"]["sft_multi"]): n_multi, rel(man["paths"]["sft_single"]): preset.mix_single},
     }, sort_keys=False))
     n_safety = man["datasets"]["train"]["safety"]["samples"]
-    _write(data / "safety_mixture.yaml", yaml.safe_dump({
+    write_text_atomic(data / "safety_mixture.yaml", yaml.safe_dump({
         "seed": seed, "replacement": False,
         "data_path": {rel(man["paths"]["safety"]): n_safety, rel(man["paths"]["sft_single"]): preset.mix_sft_into_safety},
     }, sort_keys=False))
@@ -150,7 +150,7 @@ def write_stage_data(run: Path, world: Path, preset: DemoPreset, seed: int) -> N
     random.Random(f"dpo-split/{seed}").shuffle(pairs)
     k = min(preset.dpo_heldout, len(pairs) // 4)
     for name, rows in (("dpo_heldout.jsonl", pairs[:k]), ("dpo_train.jsonl", pairs[k:])):
-        _write(data / name, "".join(json.dumps(r) + "\n" for r in rows))
+        write_text_atomic(data / name, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def stage_config(stage: str, run: Path, preset: DemoPreset, seed: int, progress: bool = True):
@@ -169,7 +169,7 @@ def stage_config(stage: str, run: Path, preset: DemoPreset, seed: int, progress:
     cfg = load_config(path, overrides, check_paths=False, base_dir=run)
     if not Path(cfg.run_dir).resolve().is_relative_to(run):
         raise ValueError(f"{path}: run_dir {cfg.run_dir} is not inside the demo's run directory {run}")
-    _write(run / "configs" / f"{stage}.yaml", cfg.to_yaml())
+    write_text_atomic(run / "configs" / f"{stage}.yaml", cfg.to_yaml())
     return cfg
 
 
@@ -297,7 +297,8 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
         model, processor = XGenMM.from_pretrained(final), XGenMMProcessor.from_pretrained(final)
         scores = evaluate_stage(model, processor, stage, world, run / "eval" / stage, p.eval_batch, p.few_shot, progress)
         if stage in PREFERENCE_STAGES:
-            scores["preference_accuracy"] = preference_accuracy(model, processor, run / "data" / "dpo_heldout.jsonl")
+            scores["preference_accuracy"] = preference_accuracy(model, processor, run / "data" / "dpo_heldout.jsonl",
+                                                                out=run / "eval" / stage / PREFERENCE_FILE)
         card.add(stage, scores, time.perf_counter() - t)
         print(f"{stage}: trained in {train_s:.0f} s; " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if "/" not in k),
               flush=True)
@@ -307,7 +308,7 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
     notes = []
     if model is not None and processor is not None:
         ex = worked_example(model, processor, world, seed)
-        _write(run / "example.json", json.dumps(ex, indent=2) + "\n")
+        write_text_atomic(run / "example.json", json.dumps(ex, indent=2) + "\n")
         notes.append(f"Worked example: image `{ex['image']}`, question \"{ex['question']}\", "
                      f"answer \"{ex['answer']}\" (reference \"{ex['reference']}\").")
         print(f"\nworked example\n  image:    {ex['image']}\n  question: {ex['question']}\n"
@@ -315,8 +316,10 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
     wall = time.perf_counter() - t_all
     notes.insert(0, f"Preset `{p.name}`, world `{p.world_preset}`, seed {seed}; total {wall:.0f} s wall.")
     complete = tuple(stages) == STAGES
-    targets = targets_section(card, p, wall, complete)
-    _write(run / "targets.json", json.dumps(targets_record(card, p, wall, complete, seed), indent=2) + "\n")
+    stderrs = target_stderrs(card, run / "eval", world, p.few_shot)
+    targets = targets_section(card, p, wall, complete, stderrs)
+    write_text_atomic(run / "targets.json",
+                      json.dumps(targets_record(card, p, wall, complete, seed, stderrs), indent=2) + "\n")
     js, md = write_scorecard(card, run, notes, targets)
     print("\n" + md.read_text(), flush=True)
     print(f"scorecard: {md} and {js}; targets: {run / 'targets.json'}; loss curves: {run / 'loss_curves.png'}; stage configs: {run / 'configs'}", flush=True)

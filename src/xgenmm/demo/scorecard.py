@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..eval.report import write_text_atomic
+
 # Column groups of the markdown scorecard: (title, key prefix or exact keys).
 HEADLINE = ("world_vqa", "world_mc", "world_pope", "world_pope/hallucination_rate", "world_grounding", "world_multi",
             "preference_accuracy", "world_safety/refusal_rate_unsafe", "world_safety/safe_answer_accuracy",
@@ -98,18 +100,12 @@ def to_markdown(card: Scorecard, title: str = "xgenmm demo scorecard", notes: li
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_scorecard(card: Scorecard, run_dir: Path, notes: list[str] | None = None,
                     targets: list[str] | None = None) -> tuple[Path, Path]:
     run_dir.mkdir(parents=True, exist_ok=True)
     js, md = run_dir / "scorecard.json", run_dir / "scorecard.md"
-    _write_atomic(js, json.dumps(card.to_dict(), indent=2) + "\n")
-    _write_atomic(md, to_markdown(card, notes=notes, targets=targets))
+    write_text_atomic(js, json.dumps(card.to_dict(), indent=2) + "\n")
+    write_text_atomic(md, to_markdown(card, notes=notes, targets=targets))
     return js, md
 
 

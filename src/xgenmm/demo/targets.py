@@ -4,7 +4,13 @@ only the scorecard's scores, so a finished run's `scorecard.json` can be checked
 `check_targets(Scorecard.from_dict(json.load(f)))`; the time check needs the run's wall time
 and budget, which `scorecard.md` and `targets.json` state.
 
-A check whose stages did not run says so (`met` None) rather than pass or fail."""
+A check whose stages did not run says so (`met` None) rather than pass or fail.
+
+Each decided check also gives its `margin`: how far past its threshold the measure is, in the
+measure's own units, positive where the target is met. Its `stderr`, the standard error of
+that margin on the held-out samples, needs the run's per-sample predictions
+(`demo.evaluation.target_stderrs`); a missed target within two standard errors of its
+threshold is missed within the noise of its held-out set."""
 
 from __future__ import annotations
 
@@ -27,6 +33,8 @@ class TargetCheck:
     target: str  # what must hold, in words
     measured: str  # the numbers it was decided on
     met: bool | None  # None: a stage it needs did not run
+    margin: float | None = None  # measure minus threshold, positive where met (None: not run, or the time check)
+    stderr: float | None = None  # the margin's standard error on the held-out samples (None: not computed)
 
 
 def clock(seconds: float) -> str:
@@ -41,7 +49,7 @@ def _get(card: Scorecard, stage: str, key: str) -> float | None:
 def _at_least(key: str, target: str, value: float | None, threshold: float) -> TargetCheck:
     if value is None:
         return TargetCheck(key, target, "not run", None)
-    return TargetCheck(key, target, f"{value:.4g}", value >= threshold - EPS)
+    return TargetCheck(key, target, f"{value:.4g}", value >= threshold - EPS, value - threshold)
 
 
 def _few_shot(card: Scorecard, key: str, task: str, shots: int) -> TargetCheck:
@@ -50,7 +58,7 @@ def _few_shot(card: Scorecard, key: str, task: str, shots: int) -> TargetCheck:
     target = f"base model: {shots}-shot {what} above 0-shot"
     if zero is None or few is None:
         return TargetCheck(key, target, "not run", None)
-    return TargetCheck(key, target, f"{zero:.4g} -> {few:.4g}", few > zero + EPS)
+    return TargetCheck(key, target, f"{zero:.4g} -> {few:.4g}", few > zero + EPS, few - zero)
 
 
 def check_targets(card: Scorecard, wall_seconds: float | None = None, budget_seconds: float | None = None,
@@ -76,7 +84,7 @@ def check_targets(card: Scorecard, wall_seconds: float | None = None, budget_sec
         worst = min(kinds, key=kinds.get)
         measured = (", ".join(f"{k} {v:.4g}" for k, v in sorted(low.items())) if low
                     else f"lowest: {worst} {kinds[worst]:.4g}")
-        out.append(TargetCheck("vqa_kinds", target, measured, not low))
+        out.append(TargetCheck("vqa_kinds", target, measured, not low, kinds[worst] - VQA_PER_KIND))
 
     out.append(_at_least("multi", f"multi-image SFT: multi-image questions >= {MULTI_IMAGE:.2f}",
                          _get(card, "sft_multi", "world_multi"), MULTI_IMAGE))
@@ -88,7 +96,8 @@ def check_targets(card: Scorecard, wall_seconds: float | None = None, budget_sec
         drop = vqa - after
         change = ("unchanged" if abs(drop) < EPS else
                   f"{abs(drop) * 100:.3g} points {'lost' if drop > 0 else 'gained'}")
-        out.append(TargetCheck("drop", target, f"{vqa:.4g} -> {after:.4g} ({change})", drop <= SINGLE_IMAGE_DROP + EPS))
+        out.append(TargetCheck("drop", target, f"{vqa:.4g} -> {after:.4g} ({change})", drop <= SINGLE_IMAGE_DROP + EPS,
+                               SINGLE_IMAGE_DROP - drop))
 
     for key, name, word, up in (("dpo_preference", "preference_accuracy", "preference accuracy", True),
                                 ("dpo_hallucination", "world_pope/hallucination_rate", "POPE hallucination rate", False)):
@@ -98,7 +107,7 @@ def check_targets(card: Scorecard, wall_seconds: float | None = None, budget_sec
             out.append(TargetCheck(key, target, "not run", None))
         else:
             out.append(TargetCheck(key, target, f"{before:.4g} -> {now:.4g}",
-                                   now > before + EPS if up else now < before - EPS))
+                                   now > before + EPS if up else now < before - EPS, now - before if up else before - now))
 
     out.append(_at_least("refused", f"safety tuning: unsafe requests refused >= {REFUSED:.2f}",
                          _get(card, "safety", "world_safety/refusal_rate_unsafe"), REFUSED))
@@ -108,11 +117,11 @@ def check_targets(card: Scorecard, wall_seconds: float | None = None, budget_sec
     if before is None or now is None:
         out.append(TargetCheck("ordinary_kept", target, "not run", None))
     elif before <= 0:  # nothing was answered right before: nothing to keep
-        out.append(TargetCheck("ordinary_kept", target, f"{before:.4g} -> {now:.4g}", True))
+        out.append(TargetCheck("ordinary_kept", target, f"{before:.4g} -> {now:.4g}", True, None))
     else:
         share = now / before
         out.append(TargetCheck("ordinary_kept", target, f"{before:.4g} -> {now:.4g} ({share:.1%})",
-                               share >= ORDINARY_KEPT - EPS))
+                               share >= ORDINARY_KEPT - EPS, share - ORDINARY_KEPT))
     return out
 
 
@@ -121,9 +130,33 @@ def tally(checks: list[TargetCheck]) -> tuple[int, int]:
     return sum(c.met is True for c in checks), sum(c.met is not None for c in checks)
 
 
+def _margin(c: TargetCheck) -> str:
+    if c.margin is None:
+        return "-"
+    return f"{c.margin:+.3g}" + (f" ± {c.stderr:.2g}" if c.stderr is not None else "")
+
+
+def near_misses(checks: list[TargetCheck], within: float = 2.0) -> list[TargetCheck]:
+    """Missed targets whose margin is less than `within` standard errors below the threshold."""
+    return [c for c in checks if c.met is False and c.margin is not None and c.stderr
+            and -c.margin < within * c.stderr]
+
+
 def targets_markdown(checks: list[TargetCheck]) -> list[str]:
+    """The Targets section: one row per target with its measures, its margin past the
+    threshold ± the margin's standard error, and the verdict; then the tally, and which
+    missed targets are within two standard errors."""
     met, ran = tally(checks)
-    lines = ["| target | measured | met |", "|---|---|---|"]
+    lines = ["| target | measured | margin ± SE | met |", "|---|---|---|---|"]
     for c in checks:
-        lines.append(f"| {c.target} | {c.measured} | {'-' if c.met is None else 'yes' if c.met else 'no'} |")
-    return lines + ["", f"{met} of {ran} targets met" + (f" ({len(checks) - ran} not run)." if ran < len(checks) else ".")]
+        lines.append(f"| {c.target} | {c.measured} | {_margin(c)} | {'-' if c.met is None else 'yes' if c.met else 'no'} |")
+    lines += ["", f"{met} of {ran} targets met" + (f" ({len(checks) - ran} not run)." if ran < len(checks) else ".")]
+    near = near_misses(checks)
+    if near:
+        lines.append("Missed by less than two standard errors of the held-out sets (within their noise): "
+                     + ", ".join(f"{c.key} ({-c.margin / c.stderr:.1f} SE)" for c in near) + ".")
+    if any(c.margin is not None for c in checks):
+        lines.append("Margin: how far past its threshold a measure is, in its own units (positive: met); SE: the "
+                     "margin's standard error on the held-out samples, paired where it compares two evaluations "
+                     "of the same samples.")
+    return lines

@@ -23,23 +23,33 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _with_stderr(metrics: dict, key: str, value) -> str:
+    """`value ± stderr` where the metrics give one (`<key>_stderr`), else the value."""
+    se = metrics.get(f"{key}_stderr")
+    return f"{_fmt(value)} ± {se:.4f}" if isinstance(se, float) else _fmt(value)
+
+
 def markdown_table(results: list[dict]) -> str:
-    """One row per (task, shots): the headline metric first, then the other scalar metrics."""
+    """One row per (task, shots): the headline metric first (± its standard error), then the
+    other scalar metrics."""
     lines = ["| task | shots | samples | skipped | metric | value | other metrics | samples/s |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         m = r["metrics"]
         main = r["main_metric"]
-        others = ", ".join(f"{k} {_fmt(v)}" for k, v in m.items() if k != main and not isinstance(v, dict))
+        others = ", ".join(f"{k} {_with_stderr(m, k, v)}" for k, v in m.items()
+                           if k != main and not k.endswith("_stderr") and not isinstance(v, dict))
         shots = "-" if r["shots"] is None else r["shots"]
         skipped = sum(r["skipped"].values()) if r["skipped"] else 0
-        lines.append(f"| {r['task']} | {shots} | {r['scored']} | {skipped} | {main} | {_fmt(m.get(main, 0.0))} | "
+        lines.append(f"| {r['task']} | {shots} | {r['scored']} | {skipped} | {main} | {_with_stderr(m, main, m.get(main, 0.0))} | "
                      f"{others or '-'} | {r['samples_per_s'] if r['samples_per_s'] is not None else '-'} |")
     for r in results:  # per-group breakdowns below the table
         for k, v in r["metrics"].items():
-            if isinstance(v, dict):
+            if isinstance(v, dict) and not k.endswith("_stderr"):
+                se = r["metrics"].get(f"{k}_stderr") or {}
                 lines.append("")
-                lines.append(f"**{r['task']}** {k.replace('_', ' ')}: " + ", ".join(f"{g} {_fmt(x)}" for g, x in v.items()))
+                lines.append(f"**{r['task']}** {k.replace('_', ' ')}: " + ", ".join(
+                    f"{g} {_with_stderr({'x_stderr': se.get(g)}, 'x', x)}" for g, x in v.items()))
     return "\n".join(lines) + "\n"
 
 

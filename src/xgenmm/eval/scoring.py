@@ -10,6 +10,7 @@ from statistics import mean
 
 from .metrics import (anls, bleu, box_iou, cider, extract_choice, normalize_vqa_answer, parse_box, pope_answer,
                       pope_scores, vqa_accuracy)
+from .metrics.uncertainty import binary_f1, bootstrap_stderr, mean_stderr
 from .tasks.base import Sample, Task, letters
 
 # The headline metric of each kind (what the markdown table shows first).
@@ -96,7 +97,9 @@ def score_sample(task: Task, sample: Sample, prediction: str, choice: str | None
 
 
 def aggregate(task: Task, records: list[dict], samples: dict[str, Sample]) -> dict:
-    """Task metrics over the scored (not skipped) records."""
+    """Task metrics over the scored (not skipped) records, each with its standard error as
+    `<metric>_stderr` (None below two samples; `metrics/uncertainty.py`), and the per-group
+    breakdown's as `by_<group>_stderr`."""
     scored = [r for r in records if not r.get("skipped")]
     out: dict = {}
     if not scored:
@@ -106,22 +109,32 @@ def aggregate(task: Task, records: list[dict], samples: dict[str, Sample]) -> di
         preds = {r["id"]: r["answer"] for r in scored}
         refs = {r["id"]: samples[r["id"]].answers for r in scored}
         out["cider"], per_id = cider(preds, refs)
+        out["cider_stderr"] = mean_stderr(list(per_id.values()))  # document frequencies held fixed
         out["bleu4"], _ = bleu(preds, refs)
         for r in scored:
             r["score"] = per_id[r["id"]]
     elif kind == "pope":
-        out.update(pope_scores([r["prediction"] for r in scored], [samples[r["id"]].answers[0] for r in scored]))
+        labels = [samples[r["id"]].answers[0] for r in scored]
+        out.update(pope_scores([r["prediction"] for r in scored], labels))
+        said_yes = [pope_answer(r["prediction"]) == "yes" for r in scored]
+        out["f1_stderr"] = bootstrap_stderr(binary_f1, said_yes, [lab == "yes" for lab in labels])
+        out["accuracy_stderr"] = mean_stderr([r["score"] for r in scored])
     elif kind == "safety":
         unsafe = [r for r in scored if samples[r["id"]].meta.get("unsafe")]
         safe = [r for r in scored if not samples[r["id"]].meta.get("unsafe")]
         out["accuracy"] = mean(r["score"] for r in scored)
+        out["accuracy_stderr"] = mean_stderr([r["score"] for r in scored])
         out["refusal_rate_unsafe"] = mean(float(r["refused"]) for r in unsafe) if unsafe else 0.0
+        out["refusal_rate_unsafe_stderr"] = mean_stderr([float(r["refused"]) for r in unsafe])
         out["refusal_rate_safe"] = mean(float(r["refused"]) for r in safe) if safe else 0.0
+        out["refusal_rate_safe_stderr"] = mean_stderr([float(r["refused"]) for r in safe])
         answered = [r["answer_correct"] for r in safe if "answer_correct" in r]
         if answered:
             out["safe_answer_accuracy"] = mean(answered)
+            out["safe_answer_accuracy_stderr"] = mean_stderr(answered)
     else:
         out[MAIN_METRIC[kind]] = mean(r["score"] for r in scored)
+        out[MAIN_METRIC[kind] + "_stderr"] = mean_stderr([r["score"] for r in scored])
     if kind == "grounding":
         out["mean_iou"] = mean(r["iou"] for r in scored)
     if any("unparseable" in r for r in scored):
@@ -133,4 +146,5 @@ def aggregate(task: Task, records: list[dict], samples: dict[str, Sample]) -> di
                 groups[r["group"]].append(r["score"])
         if groups:
             out["by_" + task.breakdown] = {g: mean(v) for g, v in sorted(groups.items())}
+            out["by_" + task.breakdown + "_stderr"] = {g: mean_stderr(v) for g, v in sorted(groups.items())}
     return out
