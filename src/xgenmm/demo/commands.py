@@ -1,4 +1,5 @@
-"""`xgenmm demo [--preset full|quick] [--out DIR] [--seed S]`."""
+"""`xgenmm demo [--preset full|quick] [--out DIR] [--seed S]`, and `xgenmm demo --compare RUN
+[RUN ...]`: finished runs side by side."""
 
 from __future__ import annotations
 
@@ -24,10 +25,18 @@ def register(subparsers) -> None:
                    help="torch threads for every stage (default 0: torch's default, one per core; on a machine shared "
                    "with other jobs, 1 can be faster)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    p.add_argument("--compare", nargs="+", metavar="RUN", default=None,
+                   help="run nothing: print the targets and headline scores of these finished runs side by side "
+                   "(one column per run, how many met each target, mean and sd of each score), as markdown")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.compare:
+        from .compare import compare_markdown, load_run
+
+        print(compare_markdown([load_run(r) for r in args.compare]), end="")
+        return 0
     from .pipeline import run_demo
 
     run_demo(args.preset, args.out, args.seed, progress=not args.no_progress, world_preset=args.world,

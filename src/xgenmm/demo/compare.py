@@ -1,0 +1,89 @@
+"""Finished demo runs side by side (`xgenmm demo --compare RUN [RUN ...]`): one column per run
+(seeds, hosts, variants of the recipe), one row per target with what it measured and its
+verdict, and how many of the runs met it; then the headline scores with their mean and
+standard deviation over the runs. Read from each run's `targets.json` and `scorecard.json`,
+so runs finished elsewhere can be compared here."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+# (stage, scorecard key, label) of the second table: what the targets are decided on, and the
+# question kinds behind them.
+HEADLINES = (
+    ("pretrain", "world_caption_0shot", "base model: captioning CIDEr, 0-shot"),
+    ("pretrain", "world_caption_4shot", "base model: captioning CIDEr, 4-shot"),
+    ("pretrain", "world_vqa_0shot", "base model: VQA, 0-shot"),
+    ("pretrain", "world_vqa_4shot", "base model: VQA, 4-shot"),
+    ("sft_single", "world_vqa", "single-image SFT: world VQA"),
+    *(("sft_single", f"world_vqa/{k}", f"single-image SFT: {k}")
+      for k in ("colour", "count", "existence", "locating", "position", "reading", "shape")),
+    ("sft_single", "world_pope/accuracy", "single-image SFT: POPE accuracy"),
+    ("sft_multi", "world_multi", "multi-image SFT: multi-image questions"),
+    ("sft_multi", "world_vqa", "multi-image SFT: world VQA"),
+    ("sft_multi", "preference_accuracy", "before DPO: preference accuracy"),
+    ("dpo", "preference_accuracy", "DPO: preference accuracy"),
+    ("sft_multi", "world_pope/hallucination_rate", "before DPO: POPE hallucination rate"),
+    ("dpo", "world_pope/hallucination_rate", "DPO: POPE hallucination rate"),
+    ("safety", "world_safety/refusal_rate_unsafe", "safety: unsafe requests refused"),
+    ("safety", "world_safety/safe_answer_accuracy", "safety: ordinary requests answered right"),
+)
+
+
+def load_run(run: str | Path) -> dict:
+    """{"name", "targets" (targets.json), "scorecard" (scorecard.json)} of a finished run;
+    a clear error naming the file when the run is not one."""
+    run = Path(run)
+    out = {"name": run.name or str(run)}
+    for key, name in (("targets", "targets.json"), ("scorecard", "scorecard.json")):
+        path = run / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found; --compare takes the folders of finished `xgenmm demo` runs")
+        try:
+            out[key] = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from e
+    for field in ("seed", "preset", "world", "targets"):
+        if field not in out["targets"]:
+            raise ValueError(f"{run / 'targets.json'}: no field {field!r}")
+    return out
+
+
+def _verdict(t: dict) -> str:
+    return t["measured"] if t["met"] is None else f"{t['measured']} {'yes' if t['met'] else 'no'}"
+
+
+def compare_markdown(runs: list[dict]) -> str:
+    """The two tables, as markdown: targets (one row per target as worded, each run's measure
+    and verdict, how many of the runs that checked it met it), then headline scores (each
+    run's, their mean and sample standard deviation)."""
+    if not runs:
+        raise ValueError("--compare: no runs given")
+    heads = [f"{r['name']} (seed {r['targets']['seed']})" for r in runs]
+    lines = ["Runs: " + "; ".join(f"{h}: preset {r['targets']['preset']}, world {r['targets']['world']}, "
+                                  f"{r['targets']['scope']}, {r['targets']['met']} of {r['targets']['checked']} met"
+                                  for h, r in zip(heads, runs)), ""]
+    lines += ["| target | " + " | ".join(heads) + " | met in |", "|---|" + "---|" * len(runs) + "---|"]
+    rows: list[str] = []  # a row per target as worded: a 3-minute and a 10-minute time budget are two rows
+    for r in runs:
+        rows += [t["target"] for t in r["targets"]["targets"] if t["target"] not in rows]
+    for target in rows:
+        cells = [next((t for t in r["targets"]["targets"] if t["target"] == target), None) for r in runs]
+        decided = [c for c in cells if c is not None and c["met"] is not None]
+        met = sum(c["met"] is True for c in decided)
+        lines.append(f"| {target} | " + " | ".join("-" if c is None else _verdict(c) for c in cells)
+                     + f" | {met} of {len(decided)} |")
+    lines += ["", "| measure | " + " | ".join(heads) + " | mean | sd |",
+              "|---|" + "---|" * len(runs) + "---|---|"]
+    for stage, key, label in HEADLINES:
+        values = [r["scorecard"].get("stages", {}).get(stage, {}).get(key) for r in runs]
+        have = [v for v in values if v is not None]
+        if not have:
+            continue
+        mean = f"{statistics.fmean(have):.3f}"
+        sd = f"{statistics.stdev(have):.3f}" if len(have) > 1 else "-"
+        lines.append(f"| {label} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in values)
+                     + f" | {mean} | {sd} |")
+    return "\n".join(lines) + "\n"
