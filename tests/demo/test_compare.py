@@ -35,6 +35,7 @@ def test_runs_side_by_side_with_how_many_met_each_target_and_the_spread(tmp_path
     assert "| single-image SFT: colour | 0.925 | 0.662 | 0.794 | 0.186 |" in out
     assert "| base model: VQA, 4-shot | 0.002 | 0.002 | 0.002 | 0.000 |" in out
     assert "s1 (seed 1): preset full, world easy, recipe, 8 of 11 met" in out
+    assert "differ in preset or world" not in out
 
 
 def test_a_quick_run_beside_a_full_one_shows_what_it_did_not_check(tmp_path):
@@ -44,6 +45,7 @@ def test_a_quick_run_beside_a_full_one_shows_what_it_did_not_check(tmp_path):
     assert "| wall time within 10 min | 8:10 yes | - | 1 of 1 |" in md
     assert "| wall time within 3 min | - | 1:15 yes | 1 of 1 |" in md
     assert "| single-image SFT: world VQA >= 0.90 | 0.945 yes | - | 1 of 1 |" in md
+    assert "These runs differ in preset or world: the means and standard deviations below mix them." in md
 
 
 def test_a_folder_that_is_not_a_finished_run_is_named(tmp_path, capsys):
@@ -71,3 +73,19 @@ def test_a_run_of_some_stages_shows_what_did_not_run(tmp_path):
     md = compare_markdown([load_run(_finished_run(tmp_path / "all", full_card(), 0)), load_run(tmp_path / "part")])
     assert "| multi-image SFT: multi-image questions >= 0.80 | 0.879 yes | not run | 1 of 1 |" in md
     assert "| multi-image SFT: multi-image questions | 0.879 | - | 0.879 | - |" in md
+
+
+def test_margins_in_standard_errors_and_same_named_runs(tmp_path):
+    card = full_card(**{"sft_single/world_vqa": 0.895})
+    for seed, where in ((0, tmp_path / "a" / "run"), (1, tmp_path / "b" / "run")):
+        where.mkdir(parents=True)
+        write_scorecard(card, where)
+        (where / "targets.json").write_text(json.dumps(targets_record(card, FULL, 490.0, True, seed, {"vqa": 0.0125})))
+    md = compare_markdown([load_run(tmp_path / "a" / "run"), load_run(tmp_path / "b" / "run")])
+    assert f"| target | {tmp_path / 'a' / 'run'} (seed 0) | {tmp_path / 'b' / 'run'} (seed 1) | met in |" in md
+    assert "| single-image SFT: world VQA >= 0.90 | 0.895 no (-0.4 SE) | 0.895 no (-0.4 SE) | 0 of 2 |" in md
+    broken = json.loads((tmp_path / "a" / "run" / "targets.json").read_text())
+    del broken["targets"][3]["measured"]
+    (tmp_path / "a" / "run" / "targets.json").write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match="target 3 has no field 'measured'"):
+        load_run(tmp_path / "a" / "run")

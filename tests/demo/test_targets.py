@@ -199,9 +199,11 @@ def test_margins_with_standard_errors_name_the_misses_within_noise():
     assert "| wall time within 10 min | 8:10 | - | yes |" in section  # the time check has no margin
     # vqa: 0.4 SE short; preference: 0.005 / 0.004 = 1.3 SE short; few-shot VQA: 0.036 / 0.008 = 4.5 SE short
     line = next(x for x in section if x.startswith("Missed by less than two standard errors"))
-    assert "vqa (0.4 SE)" in line and "dpo_preference (1.3 SE)" in line and "few_shot_vqa" not in line
+    assert "single-image SFT: world VQA >= 0.90 (0.4 SE)" in line and "DPO: preference accuracy up (1.3 SE)" in line
+    assert "4-shot VQA" not in line
     scored = [replace(c, stderr=stderrs.get(c.key)) for c in checks.values()]
     assert [c.key for c in near_misses(scored)] == ["vqa", "dpo_preference"]
     rec = targets_record(card, FULL, 490, complete=True, seed=0, stderrs=stderrs)
     by_key = {t["key"]: t for t in rec["targets"]}
     assert by_key["vqa"]["stderr"] == 0.012 and by_key["time"]["stderr"] is None and by_key["multi"]["stderr"] is None
+    assert by_key["vqa"]["margin"] == -0.005  # rounded to six significant digits, not 0.895 - 0.9's float

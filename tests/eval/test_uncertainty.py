@@ -84,8 +84,10 @@ def test_aggregate_pope_f1_stderr_by_bootstrap_and_caption_cider_stderr():
     samples = {str(i): Sample(str(i), [], "Is there a red circle?", ["yes" if i % 2 else "no"]) for i in range(60)}
     records = [score_sample(pope, s, "Yes" if int(s.id) % 3 else "No") for s in samples.values()]
     m = aggregate(pope, records, samples)
-    assert 0.0 < m["f1_stderr"] < 0.2 and m["accuracy_stderr"] == pytest.approx(
-        mean_stderr([r["score"] for r in records]))
+    said_yes = [r["prediction"] == "Yes" for r in records]
+    label_yes = [s.answers[0] == "yes" for s in samples.values()]
+    assert m["f1_stderr"] == bootstrap_stderr(binary_f1, said_yes, label_yes) and 0.0 < m["f1_stderr"] < 0.2
+    assert m["accuracy_stderr"] == pytest.approx(mean_stderr([r["score"] for r in records]))
     cap = get_task("world_caption")
     samples = {str(i): Sample(str(i), [], None, [f"a red circle at the top {i % 4}", "a red circle"]) for i in range(12)}
     records = [score_sample(cap, s, "a red circle" if i % 2 else "a blue square") for i, s in enumerate(samples.values())]

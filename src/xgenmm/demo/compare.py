@@ -1,6 +1,7 @@
 """Finished demo runs side by side (`xgenmm demo --compare RUN [RUN ...]`): one column per run
-(seeds, hosts, variants of the recipe), one row per target with what it measured and its
-verdict, and how many of the runs met it; then the headline scores with their mean and
+(seeds, hosts, variants of the recipe), one row per target with what it measured, its
+verdict (with its margin in standard errors where the run recorded them) and how many of the
+runs met it; then the headline scores with their mean and
 standard deviation over the runs. Read from each run's `targets.json` and `scorecard.json`,
 so runs finished elsewhere can be compared here."""
 
@@ -45,14 +46,28 @@ def load_run(run: str | Path) -> dict:
             out[key] = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not valid JSON ({e})") from e
-    for field in ("seed", "preset", "world", "targets"):
+    for field in ("seed", "preset", "world", "scope", "met", "checked", "targets"):
         if field not in out["targets"]:
             raise ValueError(f"{run / 'targets.json'}: no field {field!r}")
+    for i, t in enumerate(out["targets"]["targets"]):
+        missing = [f for f in ("key", "target", "measured", "met") if f not in t]
+        if missing:
+            raise ValueError(f"{run / 'targets.json'}: target {i} has no field {missing[0]!r}")
+    if not isinstance(out["scorecard"].get("stages"), dict):
+        raise ValueError(f"{run / 'scorecard.json'}: no 'stages' table")
+    out["path"] = str(run)
     return out
 
 
 def _verdict(t: dict) -> str:
-    return t["measured"] if t["met"] is None else f"{t['measured']} {'yes' if t['met'] else 'no'}"
+    """The measure and the verdict, and how many standard errors the margin is where the run
+    recorded them."""
+    if t["met"] is None:
+        return t["measured"]
+    out = f"{t['measured']} {'yes' if t['met'] else 'no'}"
+    if t.get("margin") is not None and t.get("stderr"):
+        out += f" ({t['margin'] / t['stderr']:+.1f} SE)"
+    return out
 
 
 def compare_markdown(runs: list[dict]) -> str:
@@ -61,10 +76,13 @@ def compare_markdown(runs: list[dict]) -> str:
     run's, their mean and sample standard deviation)."""
     if not runs:
         raise ValueError("--compare: no runs given")
-    heads = [f"{r['name']} (seed {r['targets']['seed']})" for r in runs]
+    names = [r["name"] for r in runs]
+    heads = [f"{r['name'] if names.count(r['name']) == 1 else r['path']} (seed {r['targets']['seed']})" for r in runs]
     lines = ["Runs: " + "; ".join(f"{h}: preset {r['targets']['preset']}, world {r['targets']['world']}, "
                                   f"{r['targets']['scope']}, {r['targets']['met']} of {r['targets']['checked']} met"
                                   for h, r in zip(heads, runs)), ""]
+    if len({(r["targets"]["preset"], r["targets"]["world"]) for r in runs}) > 1:
+        lines += ["These runs differ in preset or world: the means and standard deviations below mix them.", ""]
     lines += ["| target | " + " | ".join(heads) + " | met in |", "|---|" + "---|" * len(runs) + "---|"]
     rows: list[str] = []  # a row per target as worded: a 3-minute and a 10-minute time budget are two rows
     for r in runs:

@@ -154,37 +154,55 @@ def _records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def per_sample(eval_dir: Path, world_dir: Path, stage: str, name: str) -> dict[str, dict] | None:
+def per_sample(eval_dir: Path, stage: str, name: str) -> dict[str, dict] | None:
     """The per-sample records of one evaluation of the run (`eval/STAGE/NAME/predictions.jsonl`,
-    or the preference pairs' with name "preference"), by id, with each caption's CIDEr-D as
-    its score (the harness writes captions unscored: CIDEr is a corpus metric); None when
-    that evaluation did not run."""
+    or the preference pairs' with name "preference"), by id, skipped samples left out; None
+    when that evaluation did not run."""
     path = eval_dir / stage / (PREFERENCE_FILE if name == "preference" else f"{name}/predictions.jsonl")
     if not path.exists():
         return None
-    recs = {r["id"]: r for r in _records(path) if not r.get("skipped")}
-    if name.startswith("world_caption") and recs:
-        from ..eval.metrics import cider
+    return {r["id"]: r for r in _records(path) if not r.get("skipped")}
 
-        task = get_task("world_caption")
-        refs = {s.id: s.answers for s in task.read(resolve_folder(world_dir, task.folder)) if s.id in recs}
-        _, per_id = cider({k: recs[k]["answer"] for k in refs}, refs)
-        recs = {k: {**recs[k], "score": v} for k, v in per_id.items()}
-    return recs
+
+def _truth(world_dir: Path, task_name: str, field) -> dict:
+    """{sample id: field(sample)} of a world task's held-out set; empty without it."""
+    task = get_task(task_name)
+    try:
+        return {x.id: field(x) for x in task.read(resolve_folder(world_dir, task.folder))}
+    except FileNotFoundError:
+        return {}
+
+
+def paired_caption_cider(after: dict[str, dict], before: dict[str, dict], world_dir: Path) -> tuple[dict, dict]:
+    """Per-image CIDEr-D of two captioning evaluations over the images both scored, each
+    computed over that same set of images (the document frequencies come from the
+    references of the images scored; the harness writes captions unscored)."""
+    from ..eval.metrics import cider
+
+    refs = _truth(world_dir, "world_caption", lambda x: x.answers)
+    ids = sorted(set(after) & set(before) & set(refs), key=str)
+    if not ids:
+        return {}, {}
+    refs = {k: refs[k] for k in ids}
+    return (cider({k: after[k]["answer"] for k in ids}, refs)[1], cider({k: before[k]["answer"] for k in ids}, refs)[1])
 
 
 def target_stderrs(card, eval_dir: Path, world_dir: Path, shots: int) -> dict[str, float | None]:
     """{target key: standard error of its margin} from the run's per-sample records, for the
-    checks of `demo.targets.check_targets` (the time check has none). A comparison of two
-    evaluations of the same samples (few-shot against 0-shot, before and after a stage) takes
-    the paired standard error of the per-sample differences."""
+    checks of `demo.targets.check_targets` (the time check has none; a check whose records
+    are missing gets None). A comparison of two evaluations of the same samples (few-shot
+    against 0-shot, before and after a stage) takes the paired standard error of the
+    per-sample differences over the samples both scored. "Every kind" takes the lowest kind's
+    own standard error (the lowest of seven is picked after the fact, so its margin reads
+    somewhat safer than it is)."""
     from ..eval.metrics.uncertainty import mean_stderr, paired_difference
 
     def scores(stage: str, name: str, field: str = "score", keep=None) -> dict[str, float] | None:
-        recs = per_sample(eval_dir, world_dir, stage, name)
+        recs = per_sample(eval_dir, stage, name)
         if recs is None:
             return None
-        return {k: float(r[field]) for k, r in recs.items() if field in r and (keep is None or keep(k, r))}
+        return {k: float(r[field]) for k, r in recs.items()
+                if r.get(field) is not None and (keep is None or keep(k, r))}
 
     def single(stage: str, name: str, **kw) -> float | None:
         s = scores(stage, name, **kw)
@@ -197,8 +215,9 @@ def target_stderrs(card, eval_dir: Path, world_dir: Path, shots: int) -> dict[st
         return None if se is None else se * scale
 
     out: dict[str, float | None] = {}
-    for key, task in (("few_shot_caption", "world_caption"), ("few_shot_vqa", "world_vqa")):
-        out[key] = paired(scores("pretrain", f"{task}_{shots}shot"), scores("pretrain", f"{task}_0shot"))
+    few, zero = (per_sample(eval_dir, "pretrain", f"world_caption_{k}shot") for k in (shots, 0))
+    out["few_shot_caption"] = paired(*paired_caption_cider(few, zero, world_dir)) if few and zero else None
+    out["few_shot_vqa"] = paired(scores("pretrain", f"world_vqa_{shots}shot"), scores("pretrain", "world_vqa_0shot"))
     out["vqa"] = single("sft_single", "world_vqa")
     kinds = {k.split("/", 1)[1]: v for k, v in card.stages.get("sft_single", {}).items() if k.startswith("world_vqa/")}
     if kinds:
@@ -207,21 +226,14 @@ def target_stderrs(card, eval_dir: Path, world_dir: Path, shots: int) -> dict[st
     out["multi"] = single("sft_multi", "world_multi")
     out["drop"] = paired(scores("sft_multi", "world_vqa"), scores("sft_single", "world_vqa"))
     out["dpo_preference"] = paired(scores("dpo", "preference"), scores("sft_multi", "preference"))
-    def truth(task_name: str, field) -> dict:
-        task = get_task(task_name)
-        try:
-            return {x.id: field(x) for x in task.read(resolve_folder(world_dir, task.folder))}
-        except FileNotFoundError:
-            return {}
-
-    absent = {k for k, v in truth("world_pope", lambda x: x.answers[0]).items() if v == "no"}
+    absent = {k for k, v in _truth(world_dir, "world_pope", lambda x: x.answers[0]).items() if v == "no"}
 
     def said_yes_to_absent(stage: str) -> dict[str, float] | None:
-        recs = per_sample(eval_dir, world_dir, stage, "world_pope")
+        recs = per_sample(eval_dir, stage, "world_pope")
         return None if recs is None else {k: float(pope_answer(r["prediction"]) == "yes") for k, r in recs.items()
                                           if k in absent}
     out["dpo_hallucination"] = paired(said_yes_to_absent("dpo"), said_yes_to_absent("sft_multi"))
-    unsafe = {k for k, v in truth("world_safety", lambda x: bool(x.meta.get("unsafe"))).items() if v}
+    unsafe = {k for k, v in _truth(world_dir, "world_safety", lambda x: bool(x.meta.get("unsafe"))).items() if v}
     out["refused"] = single("safety", "world_safety", field="refused", keep=lambda k, _r: k in unsafe)
     before = card.stages.get("dpo", {}).get("world_safety/safe_answer_accuracy")
     if before:

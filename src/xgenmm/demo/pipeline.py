@@ -100,7 +100,8 @@ def targets_record(card: Scorecard, p: DemoPreset, wall: float, complete: bool, 
     met, checked = tally(checks)
     return {"preset": p.name, "world": p.world_preset, "seed": seed, "wall_seconds": round(wall, 1),
             "budget_seconds": p.budget_s, "scope": scope, "note": sentence, "met": met, "checked": checked,
-            "targets": [asdict(c) for c in checks]}
+            "targets": [{k: float(f"{v:.6g}") if k in ("margin", "stderr") and v is not None else v
+                         for k, v in asdict(c).items()} for c in checks]}
 
 
 def existing_world(world: Path, seed: int, preset: DemoPreset) -> dict | None:
@@ -316,7 +317,11 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
     wall = time.perf_counter() - t_all
     notes.insert(0, f"Preset `{p.name}`, world `{p.world_preset}`, seed {seed}; total {wall:.0f} s wall.")
     complete = tuple(stages) == STAGES
-    stderrs = target_stderrs(card, run / "eval", world, p.few_shot)
+    try:
+        stderrs = target_stderrs(card, run / "eval", world, p.few_shot)
+    except (OSError, ValueError, KeyError) as e:  # a damaged record must not cost the finished run its scorecard
+        log.warning("targets' standard errors left out: %s", e)
+        stderrs = {}
     targets = targets_section(card, p, wall, complete, stderrs)
     write_text_atomic(run / "targets.json",
                       json.dumps(targets_record(card, p, wall, complete, seed, stderrs), indent=2) + "\n")

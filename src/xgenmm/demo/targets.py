@@ -153,10 +153,10 @@ def targets_markdown(checks: list[TargetCheck]) -> list[str]:
     lines += ["", f"{met} of {ran} targets met" + (f" ({len(checks) - ran} not run)." if ran < len(checks) else ".")]
     near = near_misses(checks)
     if near:
-        lines.append("Missed by less than two standard errors of the held-out sets (within their noise): "
-                     + ", ".join(f"{c.key} ({-c.margin / c.stderr:.1f} SE)" for c in near) + ".")
+        lines += ["", "Missed by less than two standard errors of the held-out sets (within their noise): "
+                  + "; ".join(f"{c.target} ({-c.margin / c.stderr:.1f} SE)" for c in near) + "."]
     if any(c.margin is not None for c in checks):
-        lines.append("Margin: how far past its threshold a measure is, in its own units (positive: met); SE: the "
-                     "margin's standard error on the held-out samples, paired where it compares two evaluations "
-                     "of the same samples.")
+        lines += ["", "Margin: how far past its threshold a measure is, in its own units (positive: met); SE: the "
+                  "margin's standard error on the held-out samples, paired where it compares two evaluations of the "
+                  "same samples (every kind: the lowest kind's own; an SE of 0: every sample scored alike)."]
     return lines
