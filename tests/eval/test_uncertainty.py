@@ -7,7 +7,8 @@ import random
 import pytest
 
 from xgenmm.eval.metrics import pope_scores
-from xgenmm.eval.metrics.uncertainty import binary_f1, bootstrap_stderr, mean_stderr, paired_difference
+from xgenmm.eval.metrics.uncertainty import (binary_f1, binary_precision, binary_recall, bootstrap_stderr, mean_stderr,
+                                             paired_difference)
 from xgenmm.eval.report import markdown_table
 from xgenmm.eval.scoring import aggregate, score_sample
 from xgenmm.eval.tasks import Sample, get_task
@@ -46,12 +47,17 @@ def test_bootstrap_stderr_is_seeded_and_agrees_with_the_formula_for_a_mean():
         bootstrap_stderr(binary_f1, [True, False], [True])
 
 
-def test_binary_f1_is_popes_f1():
+def test_binary_f1_precision_and_recall_are_popes():
     rng = random.Random(3)
     labels = [rng.choice(["yes", "no"]) for _ in range(50)]
     preds = [rng.choice(["Yes.", "No, there is not.", "no"]) for _ in range(50)]
     said_yes = [p.startswith("Yes") for p in preds]
-    assert binary_f1(said_yes, [lab == "yes" for lab in labels]) == pytest.approx(pope_scores(preds, labels)["f1"])
+    pope = pope_scores(preds, labels)
+    label_yes = [lab == "yes" for lab in labels]
+    assert binary_f1(said_yes, label_yes) == pytest.approx(pope["f1"])
+    assert binary_precision(said_yes, label_yes) == pytest.approx(pope["precision"])
+    assert binary_recall(said_yes, label_yes) == pytest.approx(pope["recall"])
+    assert binary_precision([False], [True]) == binary_recall([True], [False]) == 0.0
     assert binary_f1([False, False], [True, False]) == 0.0
 
 
@@ -88,8 +94,22 @@ def test_aggregate_pope_f1_stderr_by_bootstrap_and_caption_cider_stderr():
     label_yes = [s.answers[0] == "yes" for s in samples.values()]
     assert m["f1_stderr"] == bootstrap_stderr(binary_f1, said_yes, label_yes) and 0.0 < m["f1_stderr"] < 0.2
     assert m["accuracy_stderr"] == pytest.approx(mean_stderr([r["score"] for r in records]))
+    assert m["recall_stderr"] == bootstrap_stderr(binary_recall, said_yes, label_yes) > 0
+    assert m["precision_stderr"] == bootstrap_stderr(binary_precision, said_yes, label_yes) > 0
     cap = get_task("world_caption")
     samples = {str(i): Sample(str(i), [], None, [f"a red circle at the top {i % 4}", "a red circle"]) for i in range(12)}
     records = [score_sample(cap, s, "a red circle" if i % 2 else "a blue square") for i, s in enumerate(samples.values())]
     m = aggregate(cap, records, samples)
     assert m["cider_stderr"] == pytest.approx(mean_stderr([r["score"] for r in records]))
+
+
+def test_grounding_mean_iou_has_its_stderr():
+    task = get_task("world_grounding")
+    samples = {str(i): Sample(str(i), [], "the red circle", ["<bbox>0.10, 0.10, 0.50, 0.50</bbox>"],
+                              meta={"width": 96, "height": 96, "bbox": [9.6, 9.6, 48.0, 48.0]}) for i in range(6)}
+    preds = ["<bbox>0.10, 0.10, 0.50, 0.50</bbox>", "<bbox>0.12, 0.10, 0.50, 0.52</bbox>", "nowhere",
+             "<bbox>0.60, 0.60, 0.90, 0.90</bbox>", "<bbox>0.10, 0.10, 0.40, 0.40</bbox>", "<bbox>0.0, 0.0, 0.5, 0.5</bbox>"]
+    records = [score_sample(task, s, p) for s, p in zip(samples.values(), preds)]
+    m = aggregate(task, records, samples)
+    assert m["mean_iou_stderr"] == pytest.approx(mean_stderr([r["iou"] for r in records])) and m["mean_iou_stderr"] > 0
+    assert m["accuracy@0.5_stderr"] == pytest.approx(mean_stderr([r["score"] for r in records]))

@@ -10,7 +10,7 @@ from statistics import mean
 
 from .metrics import (anls, bleu, box_iou, cider, extract_choice, normalize_vqa_answer, parse_box, pope_answer,
                       pope_scores, vqa_accuracy)
-from .metrics.uncertainty import binary_f1, bootstrap_stderr, mean_stderr
+from .metrics.uncertainty import binary_f1, binary_precision, binary_recall, bootstrap_stderr, mean_stderr
 from .tasks.base import Sample, Task, letters
 
 # The headline metric of each kind (what the markdown table shows first).
@@ -117,7 +117,9 @@ def aggregate(task: Task, records: list[dict], samples: dict[str, Sample]) -> di
         labels = [samples[r["id"]].answers[0] for r in scored]
         out.update(pope_scores([r["prediction"] for r in scored], labels))
         said_yes = [pope_answer(r["prediction"]) == "yes" for r in scored]
-        out["f1_stderr"] = bootstrap_stderr(binary_f1, said_yes, [lab == "yes" for lab in labels])
+        label_yes = [lab == "yes" for lab in labels]
+        for name, fn in (("f1", binary_f1), ("precision", binary_precision), ("recall", binary_recall)):
+            out[f"{name}_stderr"] = bootstrap_stderr(fn, said_yes, label_yes)
         out["accuracy_stderr"] = mean_stderr([r["score"] for r in scored])
     elif kind == "safety":
         unsafe = [r for r in scored if samples[r["id"]].meta.get("unsafe")]
@@ -137,6 +139,7 @@ def aggregate(task: Task, records: list[dict], samples: dict[str, Sample]) -> di
         out[MAIN_METRIC[kind] + "_stderr"] = mean_stderr([r["score"] for r in scored])
     if kind == "grounding":
         out["mean_iou"] = mean(r["iou"] for r in scored)
+        out["mean_iou_stderr"] = mean_stderr([r["iou"] for r in scored])
     if any("unparseable" in r for r in scored):
         out["unparseable"] = sum(bool(r.get("unparseable")) for r in scored)
     if task.breakdown:

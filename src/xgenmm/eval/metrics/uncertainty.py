@@ -10,7 +10,7 @@ errors as noise.
 - Two evaluations of the same samples (a model before and after a stage, 0-shot against
   4-shot): the standard error of the mean of the per-sample differences (`paired_difference`),
   far smaller than either score's own when the two agree on most samples.
-- A score that is not a mean (POPE's F1): the standard deviation of the score over bootstrap
+- A score that is not a mean (POPE's F1, precision and recall): the standard deviation of the score over bootstrap
   resamples of the samples (`bootstrap_stderr`, scipy's `stats.bootstrap`, seeded).
 """
 
@@ -58,6 +58,18 @@ def bootstrap_stderr(statistic: Callable[..., float], *columns: Sequence, n_resa
                           method="percentile", random_state=np.random.default_rng(seed))
     se = float(res.standard_error)
     return se if math.isfinite(se) else None
+
+
+def binary_precision(predicted_yes: Sequence[bool], label_yes: Sequence[bool]) -> float:
+    """Precision with "yes" as the positive class, 0 when nothing is predicted "yes" (POPE's)."""
+    p, y = np.asarray(predicted_yes, dtype=bool), np.asarray(label_yes, dtype=bool)
+    return float(np.sum(p & y)) / float(np.sum(p)) if np.any(p) else 0.0
+
+
+def binary_recall(predicted_yes: Sequence[bool], label_yes: Sequence[bool]) -> float:
+    """Recall with "yes" as the positive class, 0 when no label is "yes" (POPE's)."""
+    p, y = np.asarray(predicted_yes, dtype=bool), np.asarray(label_yes, dtype=bool)
+    return float(np.sum(p & y)) / float(np.sum(y)) if np.any(y) else 0.0
 
 
 def binary_f1(predicted_yes: Sequence[bool], label_yes: Sequence[bool]) -> float:
