@@ -89,3 +89,14 @@ def test_margins_in_standard_errors_and_same_named_runs(tmp_path):
     (tmp_path / "a" / "run" / "targets.json").write_text(json.dumps(broken))
     with pytest.raises(ValueError, match="target 3 has no field 'measured'"):
         load_run(tmp_path / "a" / "run")
+
+
+def test_plot_draws_the_runs_as_a_png_and_needs_compare(tmp_path, capsys):
+    a = _finished_run(tmp_path / "s0", full_card(), 0)
+    b = _finished_run(tmp_path / "s1", full_card(**{"sft_single/world_vqa": 0.895}), 1)
+    png = tmp_path / "plots" / "runs.png"
+    assert main(["demo", "--compare", str(a), str(b), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG" and f"plot: {png}" in capsys.readouterr().out
+    assert not list(png.parent.glob(".*"))  # written through a temporary file, none left behind
+    assert main(["demo", "--plot", str(png)]) == 1
+    assert "give it with --compare" in capsys.readouterr().err

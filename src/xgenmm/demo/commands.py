@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -28,14 +29,21 @@ def register(subparsers) -> None:
     p.add_argument("--compare", nargs="+", metavar="RUN", default=None,
                    help="run nothing: print the targets and headline scores of these finished runs side by side "
                    "(one column per run, how many met each target, mean and sd of each score), as markdown")
+    p.add_argument("--plot", metavar="PNG", default=None,
+                   help="with --compare: also draw the runs' headline scores against the targets' thresholds as a PNG")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.plot and not args.compare:
+        raise ValueError("--plot draws finished runs side by side: give it with --compare RUN [RUN ...]")
     if args.compare:
-        from .compare import compare_markdown, load_run
+        from .compare import compare_markdown, compare_plot, load_run
 
-        print(compare_markdown([load_run(r) for r in args.compare]), end="")
+        runs = [load_run(r) for r in args.compare]
+        print(compare_markdown(runs), end="")
+        if args.plot:
+            print(f"plot: {compare_plot(runs, Path(args.plot))}")
         return 0
     from .pipeline import run_demo
 

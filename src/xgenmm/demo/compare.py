@@ -11,6 +11,8 @@ import json
 import statistics
 from pathlib import Path
 
+from . import targets as T
+
 # (stage, scorecard key, label) of the second table: what the targets are decided on, and the
 # question kinds behind them.
 HEADLINES = (
@@ -105,3 +107,48 @@ def compare_markdown(runs: list[dict]) -> str:
         lines.append(f"| {label} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in values)
                      + f" | {mean} | {sd} |")
     return "\n".join(lines) + "\n"
+
+
+# Thresholds drawn on the plot: (stage, key) -> the target's threshold on that score.
+THRESHOLDS = {("sft_single", "world_vqa"): T.VQA_OVERALL, ("sft_multi", "world_multi"): T.MULTI_IMAGE,
+              ("safety", "world_safety/refusal_rate_unsafe"): T.REFUSED,
+              **{("sft_single", f"world_vqa/{k}"): T.VQA_PER_KIND
+                 for k in ("colour", "count", "existence", "locating", "position", "reading", "shape")}}
+
+
+def compare_plot(runs: list[dict], path: Path) -> Path:
+    """The headline scores as a dot plot, one colour per run, each target's threshold as a
+    vertical tick: fractions on the left, the base model's captioning CIDEr on the right."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .scorecard import save_figure
+
+    panels = ([h for h in HEADLINES if "caption" not in h[1]], [h for h in HEADLINES if "caption" in h[1]])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.32 * len(panels[0]) + 1.6),
+                             gridspec_kw={"width_ratios": [3, 1.2]})
+    for ax, rows in zip(axes, panels):
+        labels = [label.replace("base model: captioning CIDEr, ", "") for _, _, label in rows]
+        for i, r in enumerate(runs):
+            ys, xs = [], []
+            for y, (stage, key, _) in enumerate(rows):
+                v = r["scorecard"].get("stages", {}).get(stage, {}).get(key)
+                if v is not None:
+                    ys.append(y + (i - (len(runs) - 1) / 2) * 0.08)
+                    xs.append(v)
+            ax.scatter(xs, ys, s=22, label=f"{r['name']} (seed {r['targets']['seed']})", zorder=3)
+        for y, (stage, key, _) in enumerate(rows):
+            if (stage, key) in THRESHOLDS:
+                ax.plot([THRESHOLDS[(stage, key)]] * 2, [y - 0.35, y + 0.35], color="black", lw=1.4, zorder=2)
+        ax.set_yticks(range(len(rows)), labels, fontsize=8)
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_xlim(-0.02, 1.02)
+    axes[0].set_xlabel("score (black tick: the target's threshold)")
+    axes[1].set_xlabel("CIDEr")
+    axes[1].set_title("base model: captioning CIDEr", fontsize=9)
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return save_figure(fig, Path(path))

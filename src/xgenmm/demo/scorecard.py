@@ -132,8 +132,16 @@ def plot_losses(curves: dict[str, list[tuple[int, float]]], path: Path) -> Path 
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: Path, dpi: int = 90) -> Path:
+    """Write a matplotlib figure as PNG atomically (temp file + os.replace) and close it."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
-    fig.savefig(tmp, dpi=90)
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     os.replace(tmp, path)
     return path
