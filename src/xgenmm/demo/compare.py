@@ -11,6 +11,7 @@ import json
 import statistics
 from pathlib import Path
 
+from ..synth.language import QUESTION_KINDS
 from . import targets as T
 
 # (stage, scorecard key, label) of the second table: what the targets are decided on, and the
@@ -21,8 +22,7 @@ HEADLINES = (
     ("pretrain", "world_vqa_0shot", "base model: VQA, 0-shot"),
     ("pretrain", "world_vqa_4shot", "base model: VQA, 4-shot"),
     ("sft_single", "world_vqa", "single-image SFT: world VQA"),
-    *(("sft_single", f"world_vqa/{k}", f"single-image SFT: {k}")
-      for k in ("colour", "count", "existence", "locating", "position", "reading", "shape")),
+    *(("sft_single", f"world_vqa/{k}", f"single-image SFT: {k}") for k in sorted(QUESTION_KINDS)),
     ("sft_single", "world_pope/accuracy", "single-image SFT: POPE accuracy"),
     ("sft_multi", "world_multi", "multi-image SFT: multi-image questions"),
     ("sft_multi", "world_vqa", "multi-image SFT: world VQA"),
@@ -59,6 +59,10 @@ def load_run(run: str | Path) -> dict:
         raise ValueError(f"{run / 'scorecard.json'}: no 'stages' table")
     out["path"] = str(run)
     return out
+
+
+def _score(run: dict, stage: str, key: str) -> float | None:
+    return run["scorecard"]["stages"].get(stage, {}).get(key)
 
 
 def _verdict(t: dict) -> str:
@@ -98,7 +102,7 @@ def compare_markdown(runs: list[dict]) -> str:
     lines += ["", "| measure | " + " | ".join(heads) + " | mean | sd |",
               "|---|" + "---|" * len(runs) + "---|---|"]
     for stage, key, label in HEADLINES:
-        values = [r["scorecard"].get("stages", {}).get(stage, {}).get(key) for r in runs]
+        values = [_score(r, stage, key) for r in runs]
         have = [v for v in values if v is not None]
         if not have:
             continue
@@ -112,8 +116,7 @@ def compare_markdown(runs: list[dict]) -> str:
 # Thresholds drawn on the plot: (stage, key) -> the target's threshold on that score.
 THRESHOLDS = {("sft_single", "world_vqa"): T.VQA_OVERALL, ("sft_multi", "world_multi"): T.MULTI_IMAGE,
               ("safety", "world_safety/refusal_rate_unsafe"): T.REFUSED,
-              **{("sft_single", f"world_vqa/{k}"): T.VQA_PER_KIND
-                 for k in ("colour", "count", "existence", "locating", "position", "reading", "shape")}}
+              **{("sft_single", f"world_vqa/{k}"): T.VQA_PER_KIND for k in QUESTION_KINDS}}
 
 
 def compare_plot(runs: list[dict], path: Path) -> Path:
@@ -134,7 +137,7 @@ def compare_plot(runs: list[dict], path: Path) -> Path:
         for i, r in enumerate(runs):
             ys, xs = [], []
             for y, (stage, key, _) in enumerate(rows):
-                v = r["scorecard"].get("stages", {}).get(stage, {}).get(key)
+                v = _score(r, stage, key)
                 if v is not None:
                     ys.append(y + (i - (len(runs) - 1) / 2) * 0.08)
                     xs.append(v)

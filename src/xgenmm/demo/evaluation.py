@@ -63,12 +63,15 @@ def scores_from_result(result: dict, out_dir: Path | None = None, world_dir: Pat
 def hallucination_rate(predictions: Path, world_dir: Path) -> float:
     """POPE's false-positive rate: absent-object ("no") probes answered "yes"."""
     task = get_task("world_pope")
-    labels = {s.id: s.answers[0] for s in task.read(resolve_folder(world_dir, task.folder))}
-    answers = [json.loads(line) for line in predictions.read_text().splitlines() if line.strip()]
-    no = [r for r in answers if labels.get(r["id"]) == "no" and not r.get("skipped")]
-    if not no:
-        return 0.0
-    return sum(pope_answer(r["prediction"]) == "yes" for r in no) / len(no)
+    absent = {s.id for s in task.read(resolve_folder(world_dir, task.folder)) if s.answers[0] == "no"}
+    said = said_yes_to_absent({r["id"]: r for r in _records(predictions) if not r.get("skipped")}, absent)
+    return sum(said.values()) / len(said) if said else 0.0
+
+
+def said_yes_to_absent(records: dict[str, dict], absent: set[str]) -> dict[str, float]:
+    """{probe id: 1.0 if answered "yes" else 0.0} over the POPE records whose probe asks about
+    an absent object (its id in `absent`)."""
+    return {k: float(pope_answer(r["prediction"]) == "yes") for k, r in records.items() if k in absent}
 
 
 def evaluate_stage(model, processor, stage: str, world_dir: Path, out_dir: Path, batch_size: int, few_shot: int,
@@ -228,11 +231,11 @@ def target_stderrs(card, eval_dir: Path, world_dir: Path, shots: int) -> dict[st
     out["dpo_preference"] = paired(scores("dpo", "preference"), scores("sft_multi", "preference"))
     absent = {k for k, v in _truth(world_dir, "world_pope", lambda x: x.answers[0]).items() if v == "no"}
 
-    def said_yes_to_absent(stage: str) -> dict[str, float] | None:
+    def absent_yes(stage: str) -> dict[str, float] | None:
         recs = per_sample(eval_dir, stage, "world_pope")
-        return None if recs is None else {k: float(pope_answer(r["prediction"]) == "yes") for k, r in recs.items()
-                                          if k in absent}
-    out["dpo_hallucination"] = paired(said_yes_to_absent("dpo"), said_yes_to_absent("sft_multi"))
+        return None if recs is None else said_yes_to_absent(recs, absent)
+
+    out["dpo_hallucination"] = paired(absent_yes("dpo"), absent_yes("sft_multi"))
     unsafe = {k for k, v in _truth(world_dir, "world_safety", lambda x: bool(x.meta.get("unsafe"))).items() if v}
     out["refused"] = single("safety", "world_safety", field="refused", keep=lambda k, _r: k in unsafe)
     before = card.stages.get("dpo", {}).get("world_safety/safe_answer_accuracy")

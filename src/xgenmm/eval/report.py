@@ -23,10 +23,13 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def _with_stderr(metrics: dict, key: str, value) -> str:
-    """`value ± stderr` where the metrics give one (`<key>_stderr`), else the value."""
-    se = metrics.get(f"{key}_stderr")
+def _pm(value, se) -> str:
+    """`value ± se` where there is a standard error, else the value."""
     return f"{_fmt(value)} ± {se:.4f}" if isinstance(se, float) else _fmt(value)
+
+
+def _with_stderr(metrics: dict, key: str, value) -> str:
+    return _pm(value, metrics.get(f"{key}_stderr"))
 
 
 def markdown_table(results: list[dict]) -> str:
@@ -49,7 +52,7 @@ def markdown_table(results: list[dict]) -> str:
                 se = r["metrics"].get(f"{k}_stderr") or {}
                 lines.append("")
                 lines.append(f"**{r['task']}** {k.replace('_', ' ')}: " + ", ".join(
-                    f"{g} {_with_stderr({'x_stderr': se.get(g)}, 'x', x)}" for g, x in v.items()))
+                    f"{g} {_pm(x, se.get(g))}" for g, x in v.items()))
     return "\n".join(lines) + "\n"
 
 
