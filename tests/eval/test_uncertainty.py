@@ -113,3 +113,41 @@ def test_grounding_mean_iou_has_its_stderr():
     m = aggregate(task, records, samples)
     assert m["mean_iou_stderr"] == pytest.approx(mean_stderr([r["iou"] for r in records])) and m["mean_iou_stderr"] > 0
     assert m["accuracy@0.5_stderr"] == pytest.approx(mean_stderr([r["score"] for r in records]))
+
+
+def test_bleu_stderr_is_a_seeded_bootstrap_over_captions():
+    """Corpus BLEU is not a mean of per-caption scores: its standard error comes from resampling
+    the captions' sufficient statistics. Checked against a bootstrap written here with numpy."""
+    import numpy as np
+
+    from xgenmm.eval.metrics import bleu, bleu_statistics, bleu_stderr, corpus_bleu
+
+    rng = random.Random(3)
+    words = "a red blue circle square triangle at the top left right bottom of picture".split()
+    refs = {i: [" ".join(rng.choices(words, k=8)) for _ in range(3)] for i in range(40)}
+    preds = {i: (refs[i][0] if i % 3 else " ".join(rng.choices(words, k=rng.randint(3, 9)))) for i in range(40)}
+    rows, per_id = bleu_statistics(preds, refs)
+    assert rows.shape == (40, 10)
+    assert corpus_bleu(rows) == bleu(preds, refs)[0] and per_id == bleu(preds, refs)[1]
+    se = bleu_stderr(rows)
+    assert se == bleu_stderr(rows) and se != bleu_stderr(rows, seed=1)  # seeded
+    gen = np.random.default_rng(0)
+    by_hand = np.std([corpus_bleu(rows[gen.integers(0, 40, 40)]) for _ in range(4000)], ddof=1)
+    assert se == pytest.approx(by_hand, rel=0.15) and 0.01 < se < 0.3
+    assert bleu_stderr(rows[:1]) is None
+    assert bleu_stderr(np.repeat(rows[:1], 5, axis=0)) == 0.0  # every resample is the same corpus
+
+
+def test_aggregate_caption_reports_bleu_with_its_stderr_in_the_table():
+    from xgenmm.eval.metrics import bleu_statistics, bleu_stderr
+
+    cap = get_task("world_caption")
+    samples = {str(i): Sample(str(i), [], None, [f"a red circle at the top {i % 4}", "a red circle"]) for i in range(12)}
+    records = [score_sample(cap, s, "a red circle" if i % 2 else "a blue square") for i, s in enumerate(samples.values())]
+    m = aggregate(cap, records, samples)
+    preds = {r["id"]: r["answer"] for r in records}
+    rows, _ = bleu_statistics(preds, {k: s.answers for k, s in samples.items()})
+    assert m["bleu4_stderr"] == bleu_stderr(rows) > 0
+    table = markdown_table([{"task": "world_caption", "shots": 0, "scored": 12, "skipped": {}, "main_metric": "cider",
+                             "samples_per_s": None, "metrics": m}])
+    assert f"bleu4 {m['bleu4']:.4f} ± {m['bleu4_stderr']:.4f}" in table

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .tasks.base import DEMO_SELECTIONS, MC_SCORINGS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a model on benchmarks (and the synthetic world's tasks)")
@@ -17,9 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples of each task")
     p.add_argument("--out", default="eval_out", help="output folder (an existing run there is resumed)")
     p.add_argument("--seed", type=int, default=0, help="seed of the few-shot demonstration draw")
-    p.add_argument("--demos", choices=["random", "similar"], default="random",
+    p.add_argument("--demos", choices=DEMO_SELECTIONS, default="random",
                    help="few-shot demonstrations: drawn at random, or those whose question is most like the sample's")
-    p.add_argument("--mc-scoring", choices=["generate", "likelihood"], default=None,
+    p.add_argument("--mc-scoring", choices=MC_SCORINGS, default=None,
                    help="multiple choice: read the generated letter, or pick the most likely option (default: per task)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="override the task's generation budget")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")

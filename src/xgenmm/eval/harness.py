@@ -26,7 +26,7 @@ from ..model.template import END_OF_CHUNK_TOKEN, IMAGE_TOKEN
 from .report import write_json_atomic
 from .scoring import MAIN_METRIC, aggregate, answer_letter, score_sample
 from .tasks import Sample, Task, get_task
-from .tasks.base import letters
+from .tasks.base import DEMO_SELECTIONS, MC_SCORINGS, letters
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +85,6 @@ def _user_text(task: Task, sample: Sample, n_images: int) -> str:
     if IMAGE_TOKEN in text:  # the benchmark places its images itself (Mantis-Eval)
         return text
     return (IMAGE_TOKEN + "\n") * n_images + text
-
-
-DEMO_SELECTIONS = ("random", "similar")
 
 
 def _words(text: str | None) -> frozenset[str]:
@@ -227,8 +224,8 @@ def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: i
     if shots is not None and not task.few_shot:
         raise ValueError(f"task {task.name} has no base-model few-shot prompt; run it without shots")
     scoring = mc_scoring or task.mc_scoring
-    if scoring not in ("generate", "likelihood"):
-        raise ValueError(f"mc_scoring must be 'generate' or 'likelihood', got {scoring!r}")
+    if scoring not in MC_SCORINGS:
+        raise ValueError(f"mc_scoring must be one of {MC_SCORINGS}, got {scoring!r}")
     folder = resolve_folder(data_path, task.folder)
     samples = task.read(folder)
     if limit is not None:

@@ -8,8 +8,8 @@ import re
 from collections import defaultdict
 from statistics import mean
 
-from .metrics import (anls, bleu, box_iou, cider, extract_choice, normalize_vqa_answer, parse_box, pope_answer,
-                      pope_scores, vqa_accuracy)
+from .metrics import (anls, bleu_statistics, bleu_stderr, box_iou, cider, corpus_bleu, extract_choice, normalize_vqa_answer,
+                      parse_box, pope_answer, pope_scores, vqa_accuracy)
 from .metrics.uncertainty import binary_f1, binary_precision, binary_recall, bootstrap_stderr, mean_stderr
 from .tasks.base import Sample, Task, letters
 
@@ -110,7 +110,8 @@ def aggregate(task: Task, records: list[dict], samples: dict[str, Sample]) -> di
         refs = {r["id"]: samples[r["id"]].answers for r in scored}
         out["cider"], per_id = cider(preds, refs)
         out["cider_stderr"] = mean_stderr(list(per_id.values()))  # document frequencies held fixed
-        out["bleu4"], _ = bleu(preds, refs)
+        rows, _ = bleu_statistics(preds, refs)
+        out["bleu4"], out["bleu4_stderr"] = corpus_bleu(rows), bleu_stderr(rows)  # bootstrap over captions
         for r in scored:
             r["score"] = per_id[r["id"]]
     elif kind == "pope":

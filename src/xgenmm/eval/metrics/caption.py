@@ -11,7 +11,10 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 from .ptb_tokenizer import ptb_tokenize
+from .uncertainty import bootstrap_stderr
 
 Ngram = tuple[str, ...]
 
@@ -108,24 +111,22 @@ def cider(
     return sum(scores.values()) / len(scores), scores
 
 
-def bleu(predictions: Mapping, references: Mapping, n: int = 4, tokenize: bool = True) -> tuple[float, dict]:
-    """Corpus BLEU-n as pycocoevalcap's bleu_scorer.py with its "closest" reference length
-    (the reference length nearest to the candidate's, the shorter one on a tie): clipped
-    n-gram precisions summed over the corpus, geometric mean, brevity penalty from the
-    summed lengths (tiny/small constants 1e-15/1e-9 as there).
-
-    Returns (BLEU-n, {id: sentence BLEU-n}); the sentence scores are pycocoevalcap 1.2's
-    (same constants, brevity penalty from the caption's own closest reference length).
-    """
+def bleu_statistics(predictions: Mapping, references: Mapping, n: int = 4,
+                    tokenize: bool = True) -> tuple[np.ndarray, dict]:
+    """Each caption's BLEU sufficient statistics as pycocoevalcap's bleu_scorer.py counts
+    them, one row per id in `references`' order: n-gram guesses for k = 1..n, clipped n-gram
+    matches for k = 1..n, the caption's length and its "closest" reference length (the one
+    nearest to the caption's, the shorter one on a tie). Corpus BLEU sums the rows
+    (`corpus_bleu`); a bootstrap resamples them (`bleu_stderr`). Also returns {id: sentence
+    BLEU-n}, pycocoevalcap 1.2's (same constants, brevity penalty from the caption's own
+    closest reference length)."""
     ids = _check(predictions, references, "bleu")
     if not ids:
         raise ValueError("bleu: no captions to score")
     preds, refs = _tokenized(predictions, references, ids, tokenize)
-    tiny, small = 1e-15, 1e-9
-    total_guess, total_correct = [0] * n, [0] * n
-    test_len_sum, ref_len_sum = 0, 0
+    rows = np.zeros((len(ids), 2 * n + 2), dtype=np.int64)
     per_id = {}
-    for key in ids:
+    for row, key in enumerate(ids):
         ref_lens, max_counts = [], {}
         for r in refs[key]:
             ref_lens.append(len(r.split()))
@@ -138,24 +139,45 @@ def bleu(predictions: Mapping, references: Mapping, n: int = 4, tokenize: bool =
         correct = [0] * n
         for ngram, count in counts.items():
             correct[len(ngram) - 1] += min(max_counts.get(ngram, 0), count)
-        for k in range(n):
-            total_guess[k] += guess[k]
-            total_correct[k] += correct[k]
-        test_len_sum += test_len
-        ref_len_sum += ref_len
-        sentence = 1.0
-        for k in range(n):
-            sentence *= (float(correct[k]) + tiny) / (float(guess[k]) + small)
-        sentence = sentence ** (1.0 / n)
-        sentence_ratio = (test_len + tiny) / (ref_len + small)
-        if sentence_ratio < 1:
-            sentence *= math.exp(1 - 1 / sentence_ratio)
-        per_id[key] = sentence
+        rows[row] = guess + correct + [test_len, ref_len]
+        per_id[key] = _bleu_from_counts(guess, correct, test_len, ref_len, n)
+    return rows, per_id
+
+
+_TINY, _SMALL = 1e-15, 1e-9  # bleu_scorer.py's constants
+
+
+def _bleu_from_counts(guess, correct, test_len, ref_len, n: int) -> float:
     score = 1.0
     for k in range(n):
-        score *= float(total_correct[k] + tiny) / (total_guess[k] + small)
+        score *= (float(correct[k]) + _TINY) / (float(guess[k]) + _SMALL)
     score = score ** (1.0 / n)
-    ratio = (test_len_sum + tiny) / (ref_len_sum + small)
+    ratio = (float(test_len) + _TINY) / (float(ref_len) + _SMALL)
     if ratio < 1:
         score *= math.exp(1 - 1 / ratio)
-    return score, per_id
+    return score
+
+
+def corpus_bleu(rows: np.ndarray, n: int = 4) -> float:
+    """Corpus BLEU-n from `bleu_statistics` rows: clipped n-gram precisions summed over the
+    corpus, geometric mean, brevity penalty from the summed lengths."""
+    t = np.asarray(rows).sum(axis=0)
+    return _bleu_from_counts(t[:n], t[n:2 * n], t[2 * n], t[2 * n + 1], n)
+
+
+def bleu_stderr(rows: np.ndarray, n: int = 4, n_resamples: int = 1000, seed: int = 0) -> float | None:
+    """Standard error of corpus BLEU-n: its standard deviation over seeded bootstrap
+    resamples of the captions (`bleu_statistics` rows), as lm-evaluation-harness does for
+    its corpus metrics; None below two captions."""
+    rows = np.asarray(rows)
+    if len(rows) >= 2 and np.all(rows == rows[0]):
+        return 0.0  # every resample is the same corpus
+    return bootstrap_stderr(lambda idx: corpus_bleu(rows[idx], n), np.arange(len(rows)),
+                            n_resamples=n_resamples, seed=seed)
+
+
+def bleu(predictions: Mapping, references: Mapping, n: int = 4, tokenize: bool = True) -> tuple[float, dict]:
+    """Corpus BLEU-n as pycocoevalcap's bleu_scorer.py computes it (`bleu_statistics`,
+    `corpus_bleu`). Returns (BLEU-n, {id: sentence BLEU-n})."""
+    rows, per_id = bleu_statistics(predictions, references, n, tokenize)
+    return corpus_bleu(rows, n), per_id

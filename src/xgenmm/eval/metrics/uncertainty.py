@@ -10,8 +10,9 @@ errors as noise.
 - Two evaluations of the same samples (a model before and after a stage, 0-shot against
   4-shot): the standard error of the mean of the per-sample differences (`paired_difference`),
   far smaller than either score's own when the two agree on most samples.
-- A score that is not a mean (POPE's F1, precision and recall): the standard deviation of the score over bootstrap
-  resamples of the samples (`bootstrap_stderr`, scipy's `stats.bootstrap`, seeded).
+- A score that is not a mean (POPE's F1, precision and recall; corpus BLEU, `caption.bleu_stderr`):
+  the standard deviation of the score over bootstrap resamples of the samples
+  (`bootstrap_stderr`, scipy's `stats.bootstrap`, seeded).
 """
 
 from __future__ import annotations

@@ -16,6 +16,12 @@ class DataError(ValueError):
     """A data file that does not have the layout its task reads; names file, record, field."""
 
 
+# How multiple choice is scored: read the generated letter, or pick the most likely option.
+MC_SCORINGS = ("generate", "likelihood")
+# How few-shot demonstrations are chosen (harness._Demonstrations).
+DEMO_SELECTIONS = ("random", "similar")
+
+
 @dataclass
 class Sample:
     """One evaluation item, whatever the benchmark."""
@@ -46,7 +52,7 @@ class Task:
     base_prompt: Callable[[Sample], str] | None = None  # few-shot instruction: "Question:{q} Short answer:"
     base_answer: Callable[[Sample], str] | None = None  # a demonstration's answer
     max_new_tokens: int = 16  # generation budget
-    mc_scoring: str = "generate"  # multiple choice: "generate" (read the letter) or "likelihood"
+    mc_scoring: str = "generate"  # multiple choice: one of MC_SCORINGS
     breakdown: str | None = None  # a meta key for per-group scores (question_type, category)
     refusal: str | None = None  # safety: the refusal sentence the model was taught
     box_question_types: tuple[str, ...] = ()  # VQA question types whose answer is a box: scored by IoU >= 0.5
