@@ -72,3 +72,27 @@ def test_unknown_preset_and_size_are_named(tmp_path):
         generate_world(tmp_path, preset="huge")
     with pytest.raises(ValueError, match="unknown world size 'tiny'"):
         generate_world(tmp_path, size="tiny")
+
+
+def test_held_out_sets_ask_only_about_words_the_training_text_names(small_manifest):
+    held_out = small_manifest["datasets"]["held_out_text"]
+    assert held_out["texts"] > 100 and held_out["words_not_in_training"] == []
+
+
+def test_a_held_out_word_no_training_text_uses_is_named(tmp_path, monkeypatch, caplog):
+    """An evaluation question about something the training data never names could not be
+    answered by any model trained on it: the manifest lists such words and a warning names them."""
+    import xgenmm.synth.evalsets as E
+
+    write_vqa = E.write_vqa
+
+    def with_a_new_word(out, folder, cfg, rng, per_kind, corpus):
+        counts = write_vqa(out, folder, cfg, rng, per_kind, corpus)
+        corpus.add("Is there a zebra in the image?")
+        return counts
+
+    monkeypatch.setattr(E, "write_vqa", with_a_new_word)
+    with caplog.at_level("WARNING", logger="xgenmm.synth.generate"):
+        man = generate_world(tmp_path / "w", seed=1, preset="easy", size=TINY, progress=False)
+    assert "zebra" in man["datasets"]["held_out_text"]["words_not_in_training"]
+    assert "zebra" in caplog.text

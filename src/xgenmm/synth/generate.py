@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import mean
@@ -99,6 +100,10 @@ def chance_levels(cfg: WorldConfig) -> dict[str, float]:
     return {k: round(v, 4) for k, v in chance.items()}
 
 
+def _words(texts) -> set[str]:
+    return set(re.findall(r"[a-z]+", " ".join(texts).lower()))
+
+
 def _rng(seed: int, name: str) -> random.Random:
     return random.Random(f"xgenmm-synth/{seed}/{name}")  # str seeds are hashed deterministically
 
@@ -139,6 +144,11 @@ def generate_world(
     for name, job in tqdm(jobs, desc=f"synth world ({preset}, {size})", unit="set", disable=not progress):
         counts[name] = job(_rng(seed, name))
     out.write_text("text/corpus.txt", "".join(t.replace("\n", " ") + "\n" for t in corpus))
+    # What the held-out sets ask must be named somewhere in the training text: a word only the
+    # evaluation uses (a colour, a shape, a word to read) could not be answered by any model.
+    unseen = sorted(_words(held_out_text) - _words(corpus))
+    if unseen:
+        log.warning("the held-out sets use %d word(s) that no training text does: %s", len(unseen), ", ".join(unseen[:20]))
     manifest = {
         "version": MANIFEST_VERSION,
         "seed": seed,
@@ -166,6 +176,7 @@ def generate_world(
             "train": {k: counts[k] for k in train},
             "eval": {k: {"dir": f"eval/{k}", **counts[k]} for k in evals},
             "corpus": {"path": "text/corpus.txt", "texts": len(corpus)},
+            "held_out_text": {"texts": len(held_out_text), "words_not_in_training": unseen},
         },
         "paths": {
             "captions": counts["captions"]["shards"],
