@@ -88,6 +88,51 @@ def test_few_shot_base_prompt_has_demonstrations_then_the_query(world):
     assert again == text  # the draw depends on the seed and the sample only
 
 
+def test_zero_shot_text_demonstrations_lead_with_text_and_no_image(world):
+    """OpenFlamingo's zero-shot prompt: demonstrations' text with their images removed, then
+    the query with its image. The demonstrations' images are not even read."""
+    task = get_task("world_vqa")
+    folder = resolve_folder(world, task.folder)
+    demos = _Demonstrations(task, folder, seed=3)
+    sample = task.read(folder)[0]
+    text, images = _prompt(task, None, sample, ["query image"], 0, demos, text_demos=2)
+    parts = text.split("<|endofchunk|>")
+    assert len(parts) == 3 and images == ["query image"] and text.count("<image>") == 1
+    assert parts[0].startswith("Question:") and " Short answer:" in parts[0]
+    assert parts[2] == "<image>Question:What colour is the image? Short answer:"
+    with_images, _ = _prompt(task, None, sample, ["query image"], 2, _Demonstrations(task, folder, seed=3))
+    assert text == with_images.replace("<image>", "", 2)  # the same draw, images removed
+    assert demos.cache == {}
+    plain, _ = _prompt(task, None, sample, ["query image"], 0, None)
+    assert plain == "<image>Question:What colour is the image? Short answer:"
+
+
+def test_zero_shot_text_demonstrations_run_under_their_own_name(world, squash_model, tmp_path):
+    model, proc = squash_model
+    res = evaluate(model, proc, "world_vqa", world, shots=0, text_demos=2, limit=2, max_new_tokens=2, out_dir=tmp_path,
+                   progress=False)
+    assert res["text_demos"] == 2 and res["shots"] == 0 and res["scored"] == 2
+    assert (tmp_path / "world_vqa_0shot_text2" / "predictions.jsonl").is_file()
+    from xgenmm.eval.report import markdown_table
+
+    assert "| world_vqa | 0 (+2 text) |" in markdown_table([res])
+    with pytest.raises(ValueError, match="0-shot prompts only"):
+        evaluate(model, proc, "world_vqa", world, shots=2, text_demos=2, progress=False)
+    with pytest.raises(ValueError, match="non-negative"):
+        evaluate(model, proc, "world_vqa", world, shots=0, text_demos=-1, progress=False)
+
+
+def test_cli_text_demos_need_a_zero_shot_run(world, squash_model_dir, tmp_path, capsys):
+    rc = main(["eval", "--model", str(squash_model_dir), "--task", "world_vqa", "--data", str(world), "--shots", "2",
+               "--text-demos", "2", "--out", str(tmp_path)])
+    assert rc == 1 and "give 0 among --shots" in capsys.readouterr().err
+    rc = main(["eval", "--model", str(squash_model_dir), "--task", "world_vqa", "--data", str(world), "--shots", "0,2",
+               "--text-demos", "2", "--limit", "1", "--max-new-tokens", "2", "--out", str(tmp_path), "--device", "cpu"])
+    assert rc == 0
+    runs = {(r["shots"], r["text_demos"]) for r in json.loads((tmp_path / "results.json").read_text())}
+    assert runs == {(0, 2), (2, None)}
+
+
 def test_similar_demonstrations_are_the_ones_with_the_most_alike_question(world):
     task = get_task("world_vqa")
     folder = resolve_folder(world, task.folder)

@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the few-shot demonstration draw")
     p.add_argument("--demos", choices=DEMO_SELECTIONS, default="random",
                    help="few-shot demonstrations: drawn at random, or those whose question is most like the sample's")
+    p.add_argument("--text-demos", type=int, default=0, metavar="N",
+                   help="with 0 among --shots: lead each 0-shot prompt with N demonstrations' text, their images "
+                        "removed, as OpenFlamingo's zero-shot evaluation does (N=2)")
     p.add_argument("--mc-scoring", choices=MC_SCORINGS, default=None,
                    help="multiple choice: read the generated letter, or pick the most likely option (default: per task)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="override the task's generation budget")
@@ -49,6 +52,10 @@ def _eval(args) -> int:
         return 0
     tasks = [get_task(n.strip()) for n in args.task.split(",") if n.strip()]  # unknown names fail before loading
     shots = _parse_shots(args.shots)
+    if args.text_demos < 0:
+        raise ValueError(f"--text-demos must be a non-negative integer, got {args.text_demos}")
+    if args.text_demos and 0 not in shots:
+        raise ValueError("--text-demos leads 0-shot prompts: give 0 among --shots")
 
     import torch
 
@@ -68,7 +75,7 @@ def _eval(args) -> int:
                 continue
             results.append(evaluate(model, processor, task, args.data, shots=k, batch_size=args.batch_size,
                                     limit=args.limit, out_dir=args.out, seed=args.seed, demos=args.demos, mc_scoring=args.mc_scoring,
-                                    max_new_tokens=args.max_new_tokens))
+                                    max_new_tokens=args.max_new_tokens, text_demos=args.text_demos if k == 0 else 0))
     write_report(Path(args.out), results)
     print(markdown_table(results), end="")
     print(f"results: {Path(args.out) / 'results.json'}, {Path(args.out) / 'results.md'}")

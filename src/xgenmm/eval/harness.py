@@ -119,7 +119,10 @@ class _Demonstrations:
             self.cache[demo.id], _ = _load_images(demo)
         return self.cache[demo.id]
 
-    def draw(self, sample: Sample, k: int) -> list[tuple[Sample, list]]:
+    def draw(self, sample: Sample, k: int, with_images: bool = True) -> list[tuple[Sample, list]]:
+        """`k` demonstrations for `sample` with their decoded images (a demonstration whose image
+        cannot be read is passed over); `with_images=False` leaves the images unread (text-only
+        demonstrations) and gives [] for each."""
         rng = random.Random(f"{self.seed}/{sample.id}")
         order = rng.sample(range(len(self.pool)), len(self.pool))
         query = _words(sample.question)
@@ -134,21 +137,24 @@ class _Demonstrations:
             demo = self.pool[i]
             if demo.id == sample.id and demo.question == sample.question:
                 continue
-            ims = self.images(demo)
+            ims = self.images(demo) if with_images else []
             if ims is not None:
                 chosen.append((demo, ims))
         return chosen
 
 
 def _prompt(task: Task, proc, sample: Sample, images: list, shots: int | None,
-            demos: _Demonstrations | None) -> tuple[str, list]:
+            demos: _Demonstrations | None, text_demos: int = 0) -> tuple[str, list]:
     if shots is None:
         content = _user_text(task, sample, len(images))
         return proc.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True), images
     # Base convention (reference section 4): <image>{instruction}{answer}<|endofchunk|> per
     # demonstration, then the query; the processor expands each <image> into placeholders.
+    # A 0-shot prompt with `text_demos` leads with that many demonstrations' text, their
+    # images removed (OpenFlamingo's zero-shot evaluation, with 2).
     text, all_images = "", []
-    for demo, demo_images in (demos.draw(sample, shots) if shots else []):
+    drawn = demos.draw(sample, shots) if shots else demos.draw(sample, text_demos, with_images=False) if text_demos else []
+    for demo, demo_images in drawn:
         text += IMAGE_TOKEN * len(demo_images) + task.base_prompt(demo) + task.base_answer(demo) + END_OF_CHUNK_TOKEN
         all_images += demo_images
     return text + IMAGE_TOKEN * len(images) + task.base_prompt(sample), all_images + images
@@ -209,13 +215,16 @@ def _option_choice(model, proc, prompts: list[str], images: list[list], options:
 
 def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: int | None = None, batch_size: int = 8,
              limit: int | None = None, out_dir: str | Path | None = None, seed: int = 0, mc_scoring: str | None = None,
-             max_new_tokens: int | None = None, progress: bool = True, demos: str = "random") -> dict:
+             max_new_tokens: int | None = None, progress: bool = True, demos: str = "random",
+             text_demos: int = 0) -> dict:
     """Evaluate `model` on one task and return its results: {"task", "shots", "metrics",
     "samples", "scored", "skipped": {reason: count}, "samples_per_s", ...}.
 
     shots=None: instruct prompts (the chat template, `<image>` tags). shots=k (0, 4, 8, ...):
     base-model prompts with k demonstrations drawn with `seed` from `{folder}_train`, at random
-    or (`demos="similar"`) those whose question is most like the sample's.
+    or (`demos="similar"`) those whose question is most like the sample's. shots=0 with
+    `text_demos=n`: the prompt leads with n demonstrations' text and no image, as
+    OpenFlamingo's zero-shot evaluation does (n=2), to show a base model the answer's form.
     With `out_dir`, predictions go to out_dir/<task>[_<k>shot]/predictions.jsonl (an
     existing file is resumed: samples already there are not run again) beside results.json.
     Unreadable images skip their sample (counted in "skipped").
@@ -236,8 +245,13 @@ def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: i
         raise ValueError(f"{folder}: sample id {dup!r} appears more than once")
     if demos not in DEMO_SELECTIONS:
         raise ValueError(f"demos must be one of {DEMO_SELECTIONS}, got {demos!r}")
-    pool = _Demonstrations(task, folder, seed, demos) if shots else None
-    name = run_name(task, shots) + ("_similar" if shots and demos == "similar" else "")
+    if not isinstance(text_demos, int) or text_demos < 0:
+        raise ValueError(f"text_demos must be a non-negative integer, got {text_demos!r}")
+    if text_demos and shots != 0:
+        raise ValueError(f"text_demos leads 0-shot prompts only (shots=0), got shots={shots!r}")
+    drawing = bool(shots or text_demos)
+    pool = _Demonstrations(task, folder, seed, demos) if drawing else None
+    name = run_name(task, shots) + (f"_text{text_demos}" if text_demos else "") + ("_similar" if drawing and demos == "similar" else "")
     pred_path = Path(out_dir) / name / "predictions.jsonl" if out_dir is not None else None
     done = _load_done(pred_path) if pred_path else {}
     done = {k: v for k, v in done.items() if k in by_id}
@@ -258,7 +272,7 @@ def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: i
                 if ims is None:
                     new.append({"id": s.id, "skipped": reason})
                     continue
-                text, all_ims = _prompt(task, processor, s, ims, shots, pool)
+                text, all_ims = _prompt(task, processor, s, ims, shots, pool, text_demos)
                 batch.append(s), prompts.append(text), images.append(all_ims)
             if batch:
                 is_mc = task.kind == "mc" or (task.kind == "multi" and all(s.options for s in batch))
@@ -302,7 +316,8 @@ def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: i
         "samples_per_s": round(ran / elapsed, 3) if ran and elapsed > 0 else None,
         "data": str(folder),
         "seed": seed,
-        "demos": demos if shots else None,
+        "demos": demos if drawing else None,
+        "text_demos": text_demos if shots == 0 else None,
     }
     if pred_path:
         result["predictions"] = str(pred_path)
