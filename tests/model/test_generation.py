@@ -168,3 +168,30 @@ def test_skinny_linears_compute_the_same_products_and_are_restored(tiny_model, t
     assert not any("forward" in m.__dict__ for m in tiny_model.modules())
     monkeypatch.setattr(generation, "SKINNY_ROWS", 0)  # every product through F.linear
     assert torch.equal(ours, tiny_model.generate(**batch, max_new_tokens=8, eos_token_id=[]))
+
+
+def test_the_kv_cache_goes_by_the_name_the_lm_takes(tiny_model, tiny_processor):
+    """transformers renamed the LM's `past_key_values` argument to `cache` (the old name warns
+    and goes in 5.40): generation passes the cache by the name the installed LM's forward takes,
+    on every path (one row, a padded batch prefilled flattened, decoding steps)."""
+    import inspect
+    import warnings
+
+    from xgenmm.model.generation import _cache
+
+    decoder = tiny_model.lang_model.model
+    name = "cache" if "cache" in inspect.signature(type(decoder).forward).parameters else "past_key_values"
+    assert list(_cache(decoder, None)) == [name]
+
+    class OldStyle(torch.nn.Module):
+        def forward(self, inputs_embeds=None, past_key_values=None, use_cache=None):
+            return inputs_embeds
+
+    assert list(_cache(OldStyle(), None)) == ["past_key_values"]
+    ps = prompts(tiny_processor)
+    texts, images = zip(*ps)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_model.generate(**tiny_processor(list(texts), list(images)), max_new_tokens=4, eos_token_id=[])
+        tiny_model.generate(**tiny_processor([texts[1]], [images[1]]), max_new_tokens=4, eos_token_id=[])
+    assert [str(w.message) for w in caught if "past_key_values" in str(w.message)] == []

@@ -5,6 +5,7 @@ step feeds one token per row."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import torch
 from transformers import DynamicCache
@@ -123,6 +124,21 @@ def _sample(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, 
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
+_CACHE_KWARG: dict[type, str] = {}
+
+
+def _cache(decoder, cache) -> dict:
+    """`{name: cache}` under the name the LM's forward takes its KV cache by: `cache` in the
+    transformers releases that renamed it (they still take `past_key_values` with a
+    deprecation warning, until 5.40), `past_key_values` in earlier ones and in backbones that
+    kept the old name."""
+    kind = type(decoder)
+    if kind not in _CACHE_KWARG:
+        params = inspect.signature(kind.forward).parameters
+        _CACHE_KWARG[kind] = "cache" if "cache" in params else "past_key_values"
+    return {_CACHE_KWARG[kind]: cache}
+
+
 def _prefill(decoder, embeds, mask, positions, new_cache, max_padding: float = 0.15):
     """Run the prompt through the LM, filling a KV cache; returns (last hidden state per row,
     cache). A batch with much left padding is prefilled without its padding, and the rows'
@@ -136,7 +152,7 @@ def _prefill(decoder, embeds, mask, positions, new_cache, max_padding: float = 0
     if b == 1 or float(real.sum()) >= (1 - max_padding) * b * length or (window and length > window):
         cache = new_cache()
         hidden = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                         past_key_values=cache, use_cache=True).last_hidden_state
+                         **_cache(decoder, cache), use_cache=True).last_hidden_state
         return hidden[:, -1], cache
     found = flatten_segments(mask, None) if getattr(decoder.config, "_attn_implementation", None) == ATTENTION else None
     if found is not None:
@@ -144,7 +160,7 @@ def _prefill(decoder, embeds, mask, positions, new_cache, max_padding: float = 0
         flat_cache = new_cache()
         with flattened(segments) as segment_kwargs:
             hidden = decoder(inputs_embeds=embeds.reshape(b * length, -1)[flat][None],
-                             position_ids=positions.reshape(-1)[flat][None], past_key_values=flat_cache,
+                             position_ids=positions.reshape(-1)[flat][None], **_cache(decoder, flat_cache),
                              use_cache=True, **segment_kwargs).last_hidden_state[0]
         last = hidden[[e - 1 for _, e in segments]]
         layers = [[(layer.keys[:, :, s:e], layer.values[:, :, s:e]) for s, e in segments] for layer in flat_cache.layers]
@@ -153,7 +169,7 @@ def _prefill(decoder, embeds, mask, positions, new_cache, max_padding: float = 0
         for i, n in enumerate(int(n) for n in real):
             cache = new_cache()
             hidden = decoder(inputs_embeds=embeds[i:i + 1, length - n:], position_ids=positions[i:i + 1, length - n:],
-                             past_key_values=cache, use_cache=True).last_hidden_state
+                             **_cache(decoder, cache), use_cache=True).last_hidden_state
             last.append(hidden[:, -1])
             per_row.append(cache)
         last = torch.cat(last)
@@ -212,7 +228,7 @@ def generate(
                 # the 2D one (the library returns a given 4D mask as is, skipping its mask builder).
                 step_mask = mask[:, None, None, :].bool() if use_cache else mask
                 last = decoder(inputs_embeds=step_embeds, attention_mask=step_mask, position_ids=step_pos,
-                               past_key_values=cache, use_cache=use_cache).last_hidden_state[:, -1]
+                               **_cache(decoder, cache), use_cache=use_cache).last_hidden_state[:, -1]
             logits = head(last).float()
             if output_logits:
                 out_logits.append(logits)
