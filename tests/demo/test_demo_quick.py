@@ -48,6 +48,24 @@ def test_each_stage_config_is_kept_and_loads_for_a_rerun(quick_run):
     assert load_config(quick_run / "configs" / "dpo.yaml").lora.enabled
 
 
+def test_dpo_trains_on_the_pairs_its_starting_model_ranks_wrong_or_narrowly(quick_run):
+    """The mined pairs are a subset of the training pairs, none held out, each with its margin
+    under the multi-image SFT model below the preset's; the DPO config reads them."""
+    import json
+
+    from xgenmm.demo.presets import get_preset
+    from xgenmm.train.config import load_config
+
+    cfg = load_config(quick_run / "configs" / "dpo.yaml")
+    assert cfg.data.source == str(quick_run / "data" / "dpo_mined.jsonl")
+    read = lambda name: [json.loads(line) for line in (quick_run / "data" / name).read_text().splitlines()]  # noqa: E731
+    mined, train, held = read("dpo_mined.jsonl"), read("dpo_train.jsonl"), read("dpo_heldout.jsonl")
+    train_ids, held_ids = {r["id"] for r in train}, {r["id"] for r in held}
+    assert 0 < len(mined) <= len(train) and {r["id"] for r in mined} <= train_ids
+    assert not {r["id"] for r in mined} & held_ids
+    assert all(r["margin"] < get_preset("quick").dpo_mine_margin for r in mined)
+
+
 def test_vision_tower_stays_frozen_after_its_own_stage(quick_run):
     import torch
 

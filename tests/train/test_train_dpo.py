@@ -1,5 +1,6 @@
 """DPO pieces: the sigmoid loss and its reference (the policy with adapters off), the LoRA
-merge, and the second round's pairs made from answers on noised images."""
+merge, the second round's pairs made from answers on noised images, and the pairs mined for
+the model's own mistakes."""
 
 from __future__ import annotations
 
@@ -109,3 +110,85 @@ def test_noised_pairs_keep_prompt_and_chosen_and_load_as_preference_data(world, 
         original = originals[rec["id"].removesuffix(":noised")]
         assert sample.chosen == original["chosen"] and sample.prompt[-1].text == original["prompt"]
         sample.images[0].load()
+
+
+@pytest.fixture(scope="module")
+def sft_model_dir(world, tmp_path_factory):
+    return run_stage(tiny_config(world, tmp_path_factory.mktemp("mine") / "sft", "sft", steps=1))
+
+
+def _alone_margins(model_dir, pairs_path) -> dict[str, float]:
+    """Each pair's chosen-minus-rejected log-probability, one pair per forward pass."""
+    from xgenmm.data.collate import pair_batch
+    from xgenmm.data.encode import Encoder
+    from xgenmm.data.parse import parse_record
+    from xgenmm.data.sources import JsonlSource, SourceConfig
+    from xgenmm.model import XGenMM, XGenMMProcessor
+
+    model, proc = XGenMM.from_pretrained(model_dir).eval(), XGenMMProcessor.from_pretrained(model_dir)
+    src = JsonlSource(SourceConfig(path=str(pairs_path)))
+    out = {}
+    with torch.no_grad():
+        for i in range(len(src)):
+            item = src.item(i)
+            sample = parse_record(item.record(), item.id, item.resolve, kind="preference")
+            logps, _ = sequence_logps(model, pair_batch([Encoder(proc).encode(sample)], proc.pad_token_id))
+            out[sample.id] = float(logps[0] - logps[1])
+    return out
+
+
+def test_mined_pairs_are_those_ranked_below_the_margin_in_source_order(world, sft_model_dir, tmp_path):
+    from xgenmm.data.parse import parse_record
+    from xgenmm.data.samples import PreferenceSample
+    from xgenmm.data.sources import JsonlSource, SourceConfig
+    from xgenmm.train.mine_pairs import MinePairsConfig, mine_pairs
+
+    pairs = world / "dpo" / "pairs.jsonl"
+    alone = _alone_margins(sft_model_dir, pairs)
+    ids = [json.loads(line)["id"] for line in pairs.read_text().splitlines()]
+    every = mine_pairs(MinePairsConfig(str(sft_model_dir), str(pairs), str(tmp_path / "all.jsonl"), max_margin=1e9,
+                                       batch_size=5), progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "all.jsonl").read_text().splitlines()]
+    assert every == {"read": 12, "scored": 12, "kept": 12, "skipped": 0, "ranked_right": sum(m > 0 for m in alone.values())}
+    assert [r["id"] for r in rows] == ids  # batched scoring, source order kept
+    for r in rows:
+        assert r["margin"] == pytest.approx(alone[r["id"]], abs=1e-3)
+    cut = sorted(alone.values())[5]
+    some = mine_pairs(MinePairsConfig(str(sft_model_dir), str(pairs), str(tmp_path / "some.jsonl"), max_margin=cut),
+                      progress=False)
+    kept = [json.loads(line) for line in (tmp_path / "some.jsonl").read_text().splitlines()]
+    assert some["kept"] == 5 and [r["id"] for r in kept] == [i for i in ids if alone[i] < cut]
+    originals = {json.loads(line)["id"]: json.loads(line) for line in pairs.read_text().splitlines()}
+    src = JsonlSource(SourceConfig(path=str(tmp_path / "some.jsonl")))
+    for i in range(len(src)):  # the kept pairs load as preference data, unchanged
+        item = src.item(i)
+        sample = parse_record(item.record(), item.id, item.resolve, kind="preference")
+        original = originals[sample.id]
+        assert isinstance(sample, PreferenceSample) and sample.prompt[-1].text == original["prompt"]
+        assert (sample.chosen, sample.rejected) == (original["chosen"], original["rejected"])
+        sample.images[0].load()
+
+
+def test_mining_skips_bad_pairs_and_refuses_to_keep_nothing(world, sft_model_dir, tmp_path, caplog):
+    from xgenmm.cli import main
+    from xgenmm.train.mine_pairs import MinePairsConfig, mine_pairs
+
+    lines = (world / "dpo" / "pairs.jsonl").read_text().splitlines()
+    bad = dict(json.loads(lines[1]), image="images/nowhere.png")
+    src = tmp_path / "pairs.jsonl"
+    src.write_text("\n".join([lines[0], json.dumps(bad), '{"id": "cut', *lines[2:4]]) + "\n")
+    (tmp_path / "images").symlink_to(world / "dpo" / "images")
+    counts = mine_pairs(MinePairsConfig(str(sft_model_dir), str(src), str(tmp_path / "kept.jsonl"), max_margin=1e9),
+                        progress=False)
+    assert counts["read"] == 5 and counts["skipped"] == 2 and counts["kept"] == 3
+    assert "nowhere.png" in caplog.text or "missing" in caplog.text
+    with pytest.raises(ValueError, match="none of 12 pairs has a margin below"):
+        mine_pairs(MinePairsConfig(str(sft_model_dir), str(world / "dpo" / "pairs.jsonl"), str(tmp_path / "none.jsonl"),
+                                   max_margin=-1e9), progress=False)
+    assert not (tmp_path / "none.jsonl").exists()
+    rc = main(["train", "mine-pairs", "--model", str(sft_model_dir), "--data", str(world / "dpo" / "pairs.jsonl"),
+               "--out", str(tmp_path / "cli.jsonl"), "--max-margin=-1e9"])
+    assert rc == 1
+    rc = main(["train", "mine-pairs", "--model", str(sft_model_dir), "--data", str(world / "dpo" / "pairs.jsonl"),
+               "--out", str(tmp_path / "cli.jsonl")])
+    assert rc == 0 and (tmp_path / "cli.jsonl").is_file()

@@ -191,6 +191,30 @@ def start_multi_image(run: Path, world: Path, preset: DemoPreset) -> Path:
     return out
 
 
+MINED_PAIRS = "data/dpo_mined.jsonl"  # configs/demo/dpo.yaml's data.source
+
+
+def mine_dpo_pairs(run: Path, p: DemoPreset, progress: bool = True) -> DemoPreset:
+    """RUN/data/dpo_mined.jsonl, the DPO stage's data: the training pairs that the model DPO
+    starts from (the multi-image SFT model) ranks wrong or by less than `p.dpo_mine_margin`
+    nats (`train/mine_pairs.py`). Should it rank every pair right by more, DPO trains on all
+    of them instead (the preset returned says so)."""
+    from ..train.mine_pairs import MinePairsConfig, mine_pairs
+
+    model = run / "stages" / "sft_multi" / "final"
+    cfg = MinePairsConfig(model=str(model), source=str(run / "data" / "dpo_train.jsonl"), out=str(run / MINED_PAIRS),
+                          max_margin=p.dpo_mine_margin)
+    try:
+        counts = mine_pairs(cfg, progress=progress)
+    except ValueError as e:
+        log.warning("%s; DPO trains on every training pair", e)
+        return replace(p, trainer_overrides={**p.trainer_overrides,
+                                             "dpo": [*p.trainer_overrides.get("dpo", []), "data.source=./data/dpo_train.jsonl"]})
+    print(f"DPO pairs: {counts['kept']} of {counts['scored']} training pairs kept, those the model ranks wrong or by "
+          f"less than {p.dpo_mine_margin} nats ({counts['scored'] - counts['ranked_right']} wrong)", flush=True)
+    return p
+
+
 def worked_example(model, processor, world: Path, seed: int) -> dict:
     """One held-out VQA question answered by the final model."""
     from ..eval import get_task
@@ -290,6 +314,8 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
             continue
         if stage == "sft_multi":
             start_multi_image(run, world, p)
+        if stage == "dpo":
+            p = mine_dpo_pairs(run, p, progress)
         cfg = stage_config(stage, run, p, seed, progress)
         clear_stage(Path(cfg.run_dir), run / "eval" / stage)
         final = run_stage(cfg)

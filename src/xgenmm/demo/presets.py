@@ -69,6 +69,9 @@ class DemoPreset:
     batch: dict = field(default_factory=dict)  # trainer stage -> rows per batch (overrides data.batch.batch_size)
     eval_batch: int = 64  # generation batch size of the evaluations
     dpo_heldout: int = 100  # preference pairs held out of DPO training to measure chosen-over-rejected accuracy
+    # DPO trains on the training pairs its starting model ranks wrong or by less than this many
+    # nats (chosen minus rejected log-probability; pipeline.mine_dpo_pairs)
+    dpo_mine_margin: float = 1.0
     few_shot: int = 4  # demonstrations of the base model's few-shot evaluation
     mix_single: int = 0  # single-image SFT samples mixed into multi-image SFT (per epoch)
     mix_sft_into_safety: int = 0  # SFT samples mixed into safety tuning (the recipe mixes 5k into VLGuard's 2k)
@@ -98,7 +101,7 @@ FULL = DemoPreset(
     world_size=WorldSize(2000, 200, 500, 4000, 8000, 1600, 400, 80, 40, 60, 100, 60, 40, 200, 6, 20),
     tokenizer_vocab=640,
     vision=VisionPretrainConfig(max_steps=400),
-    steps={"pretrain": 200, "sft_single": 1600, "sft_multi": 1000, "dpo": 40, "safety": 100},
+    steps={"pretrain": 200, "sft_single": 1600, "sft_multi": 1000, "dpo": 20, "safety": 100},
     # Single-image SFT: 1,600 steps of 24 rows of two or three questions each (VQA 0.945 / 0.895
     # for seeds 0 / 1 against 0.855 / 0.879 at 1,000 steps, the same base models); a step costs
     # what its tokens do, and 32 rows took the 1,000-step preset to 9 min 52 s on the slower

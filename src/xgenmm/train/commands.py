@@ -3,6 +3,7 @@
     xgenmm train CONFIG.yaml [key.sub=value ...] [--resume] [--check]
     xgenmm train merge-lora RUN_DIR|CHECKPOINT_DIR OUT_DIR
     xgenmm train noise-pairs --model DIR --data PAIRS --out NEW.jsonl [--noise-step 500]
+    xgenmm train mine-pairs --model DIR --data PAIRS --out KEPT.jsonl [--max-margin 1.0]
     xgenmm train describe
 
 Under `torchrun --nproc_per_node N` the first form trains data-parallel."""
@@ -15,6 +16,7 @@ import sys
 USAGE = """xgenmm train CONFIG.yaml [key.sub=value ...] [--resume] [--check]
        xgenmm train merge-lora RUN_DIR|CHECKPOINT_DIR OUT_DIR
        xgenmm train noise-pairs --model DIR --data PAIRS --out NEW.jsonl [--noise-step T]
+       xgenmm train mine-pairs --model DIR --data PAIRS --out KEPT.jsonl [--max-margin M]
        xgenmm train describe"""
 
 EPILOG = """examples:
@@ -22,13 +24,14 @@ EPILOG = """examples:
   xgenmm train configs/sft.yaml optim.lr=1e-5 data.batch.batch_size=4 run_dir=runs/sft-b4
   torchrun --nproc_per_node 8 -m xgenmm.cli train configs/sft.yaml runtime.strategy=fsdp
   xgenmm train merge-lora runs/dpo runs/dpo-merged
-  xgenmm train noise-pairs --model runs/dpo/final --data dpo/pairs.jsonl --out dpo/round2.jsonl"""
+  xgenmm train noise-pairs --model runs/dpo/final --data dpo/pairs.jsonl --out dpo/round2.jsonl
+  xgenmm train mine-pairs --model runs/sft/final --data dpo/pairs.jsonl --out dpo/mined.jsonl"""
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train one stage of the recipe from a YAML config (pretrain, sft, dpo, safety)",
                               usage=USAGE, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="the stage's YAML config (or merge-lora / noise-pairs / describe)")
+    p.add_argument("config", help="the stage's YAML config (or merge-lora / noise-pairs / mine-pairs / describe)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="key.sub=value overrides (or the subcommand's arguments)")
     p.set_defaults(func=_dispatch)
 
@@ -38,6 +41,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _merge(args.rest)
     if args.config == "noise-pairs":
         return _noise_pairs(args.rest)
+    if args.config == "mine-pairs":
+        return _mine_pairs(args.rest)
     if args.config == "describe":
         from .config import describe
 
@@ -109,4 +114,28 @@ def _noise_pairs(rest: list[str]) -> int:
                                                  a.seed, a.limit, a.keep_identical))
     print(f"{a.out}: {counts['written']} pairs ({counts['identical']} identical to the chosen answer dropped, "
           f"{counts['empty']} empty answers dropped, {counts['skipped']} bad samples skipped, {counts['read']} read)")
+    return 0
+
+
+def _mine_pairs(rest: list[str]) -> int:
+    from .mine_pairs import MinePairsConfig, mine_pairs
+
+    p = argparse.ArgumentParser(prog="xgenmm train mine-pairs",
+                                description="keep the preference pairs the model ranks wrong or only narrowly right "
+                                            "(chosen-minus-rejected log-probability below --max-margin): DPO data on "
+                                            "the model's own mistakes")
+    p.add_argument("--model", required=True, help="model directory that will be DPO-tuned (e.g. the SFT stage's final)")
+    p.add_argument("--data", required=True, help="preference pairs to score")
+    p.add_argument("--out", required=True, help="output JSONL of the kept pairs")
+    p.add_argument("--max-margin", type=float, default=1.0, help="keep pairs whose margin in nats is below this")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=2048)
+    a = p.parse_args(rest)
+    try:
+        counts = mine_pairs(MinePairsConfig(a.model, a.data, a.out, a.max_margin, a.batch_size, a.max_length))
+    except ValueError as e:
+        print(f"xgenmm train mine-pairs: {e}", file=sys.stderr)
+        return 1
+    print(f"{a.out}: {counts['kept']} of {counts['scored']} pairs kept (margin below {a.max_margin} nats; the model "
+          f"already preferred the chosen answer in {counts['ranked_right']}), {counts['skipped']} bad pairs skipped")
     return 0
