@@ -144,3 +144,18 @@ def test_every_target_margin_gets_its_standard_error_from_the_runs_own_predictio
     # the harness reports the same standard error beside its score
     res = json.loads((quick_run / "eval" / "sft_single" / "world_vqa" / "results.json").read_text())
     assert res["metrics"]["vqa_accuracy_stderr"] == pytest.approx(se["vqa"])
+
+
+def test_dpo_falls_back_to_every_training_pair_when_none_is_ranked_narrowly(quick_run, caplog):
+    from dataclasses import replace
+
+    from xgenmm.demo.pipeline import mine_dpo_pairs
+    from xgenmm.demo.presets import get_preset
+
+    before = (quick_run / "data" / "dpo_mined.jsonl").read_bytes()
+    p = replace(get_preset("quick"), dpo_mine_margin=-1e9)
+    with caplog.at_level("WARNING"):
+        q = mine_dpo_pairs(quick_run, p, progress=False)
+    assert q.trainer_overrides["dpo"][-1] == "data.source=./data/dpo_train.jsonl"
+    assert "DPO trains on every training pair" in caplog.text
+    assert (quick_run / "data" / "dpo_mined.jsonl").read_bytes() == before  # nothing half-written

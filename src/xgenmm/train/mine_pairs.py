@@ -36,7 +36,7 @@ class MinePairsConfig:
     max_length: int = 2048  # tokens per answer row, image tokens included (as the DPO stage encodes them)
 
 
-def _records(sample, margin: float, image_dir: Path) -> dict:
+def _record(sample, margin: float, image_dir: Path) -> dict:
     from .noise_pairs import _image_field
 
     return {"id": sample.id, "image": _image_field(sample.images, sample.id, image_dir),
@@ -91,7 +91,7 @@ def mine_pairs(cfg: MinePairsConfig, model=None, processor=None, progress: bool 
             counts["scored"] += 1
             counts["ranked_right"] += margin > 0
             if margin < cfg.max_margin:
-                kept.append(_records(sample, margin, out_path.parent / "images"))
+                kept.append(_record(sample, margin, out_path.parent / "images"))
         pending.clear()
 
     try:
