@@ -146,16 +146,27 @@ def test_every_target_margin_gets_its_standard_error_from_the_runs_own_predictio
     assert res["metrics"]["vqa_accuracy_stderr"] == pytest.approx(se["vqa"])
 
 
-def test_dpo_falls_back_to_every_training_pair_when_none_is_ranked_narrowly(quick_run, caplog):
+def test_dpo_falls_back_to_every_training_pair_when_none_is_ranked_narrowly(quick_run, tmp_path, caplog):
+    """A model that ranks every pair right by more than the margin leaves DPO all the training
+    pairs; the config written says so and the scorecard's note tells. (A copy of the run's DPO
+    inputs, so that the shared run stays as it is.)"""
+    import shutil
     from dataclasses import replace
 
-    from xgenmm.demo.pipeline import mine_dpo_pairs
+    from xgenmm.demo.pipeline import mine_dpo_pairs, stage_config
     from xgenmm.demo.presets import get_preset
+    from xgenmm.train.config import load_config
 
-    before = (quick_run / "data" / "dpo_mined.jsonl").read_bytes()
+    run = tmp_path / "run"
+    (run / "data").mkdir(parents=True)
+    shutil.copy(quick_run / "data" / "dpo_train.jsonl", run / "data" / "dpo_train.jsonl")
+    (run / "stages").mkdir()
+    (run / "stages" / "sft_multi").symlink_to(quick_run / "stages" / "sft_multi")
     p = replace(get_preset("quick"), dpo_mine_margin=-1e9)
+    cfg = stage_config("dpo", run, p, 0, progress=False)
     with caplog.at_level("WARNING"):
-        q = mine_dpo_pairs(quick_run, p, progress=False)
-    assert q.trainer_overrides["dpo"][-1] == "data.source=./data/dpo_train.jsonl"
-    assert "DPO trains on every training pair" in caplog.text
-    assert (quick_run / "data" / "dpo_mined.jsonl").read_bytes() == before  # nothing half-written
+        cfg, note = mine_dpo_pairs(run, cfg, p, 0, progress=False)
+    assert cfg.data.source == str(run / "data" / "dpo_train.jsonl")
+    assert load_config(run / "configs" / "dpo.yaml").data.source == cfg.data.source
+    assert "DPO trains on every training pair" in caplog.text and "every training pair" in note
+    assert not (run / "data" / "dpo_mined.jsonl").exists()  # nothing half-written

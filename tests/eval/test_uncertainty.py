@@ -135,6 +135,8 @@ def test_bleu_stderr_is_a_seeded_bootstrap_over_captions():
     by_hand = np.std([corpus_bleu(rows[gen.integers(0, 40, 40)]) for _ in range(4000)], ddof=1)
     assert se == pytest.approx(by_hand, rel=0.15) and 0.01 < se < 0.3
     assert bleu_stderr(rows[:1]) is None
+    with pytest.raises(ValueError, match="10 columns"):
+        corpus_bleu(rows[:, :8])  # rows of another n
     assert bleu_stderr(np.repeat(rows[:1], 5, axis=0)) == 0.0  # every resample is the same corpus
 
 

@@ -153,12 +153,14 @@ def test_mined_pairs_are_those_ranked_below_the_margin_in_source_order(world, sf
     assert [r["id"] for r in rows] == ids  # batched scoring, source order kept
     for r in rows:
         assert r["margin"] == pytest.approx(alone[r["id"]], abs=1e-3)
-    cut = sorted(alone.values())[5]
+    ranked = sorted(alone.values())
+    cut = (ranked[4] + ranked[5]) / 2  # five pairs below, clear of float noise between batch layouts
     some = mine_pairs(MinePairsConfig(str(sft_model_dir), str(pairs), str(tmp_path / "some.jsonl"), max_margin=cut),
                       progress=False)
     kept = [json.loads(line) for line in (tmp_path / "some.jsonl").read_text().splitlines()]
     assert some["kept"] == 5 and [r["id"] for r in kept] == [i for i in ids if alone[i] < cut]
     originals = {json.loads(line)["id"]: json.loads(line) for line in pairs.read_text().splitlines()}
+    assert all(r["kind"] == originals[r["id"]]["kind"] for r in kept)  # the source's other fields carried over
     src = JsonlSource(SourceConfig(path=str(tmp_path / "some.jsonl")))
     for i in range(len(src)):  # the kept pairs load as preference data, unchanged
         item = src.item(i)
@@ -181,8 +183,17 @@ def test_mining_skips_bad_pairs_and_refuses_to_keep_nothing(world, sft_model_dir
     counts = mine_pairs(MinePairsConfig(str(sft_model_dir), str(src), str(tmp_path / "kept.jsonl"), max_margin=1e9),
                         progress=False)
     assert counts["read"] == 5 and counts["skipped"] == 2 and counts["kept"] == 3
-    assert "nowhere.png" in caplog.text or "missing" in caplog.text
-    with pytest.raises(ValueError, match="none of 12 pairs has a margin below"):
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(bad["id"] in m and "missing_image" in m for m in warned)
+    assert any("pairs.jsonl:line 3" in m and "bad_json" in m for m in warned)
+    from xgenmm.train.mine_pairs import NoPairsKept
+
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"id": "cut\n' + json.dumps(bad) + "\n")
+    with pytest.raises(ValueError, match="no preference pair could be read") as err:
+        mine_pairs(MinePairsConfig(str(sft_model_dir), str(broken), str(tmp_path / "none.jsonl")), progress=False)
+    assert not isinstance(err.value, NoPairsKept)
+    with pytest.raises(NoPairsKept, match="none of 12 pairs has a margin below"):
         mine_pairs(MinePairsConfig(str(sft_model_dir), str(world / "dpo" / "pairs.jsonl"), str(tmp_path / "none.jsonl"),
                                    max_margin=-1e9), progress=False)
     assert not (tmp_path / "none.jsonl").exists()

@@ -194,25 +194,30 @@ def start_multi_image(run: Path, world: Path, preset: DemoPreset) -> Path:
 MINED_PAIRS = "data/dpo_mined.jsonl"  # configs/demo/dpo.yaml's data.source
 
 
-def mine_dpo_pairs(run: Path, p: DemoPreset, progress: bool = True) -> DemoPreset:
-    """RUN/data/dpo_mined.jsonl, the DPO stage's data: the training pairs that the model DPO
-    starts from (the multi-image SFT model) ranks wrong or by less than `p.dpo_mine_margin`
-    nats (`train/mine_pairs.py`). Should it rank every pair right by more, DPO trains on all
-    of them instead (the preset returned says so)."""
-    from ..train.mine_pairs import MinePairsConfig, mine_pairs
+def mine_dpo_pairs(run: Path, cfg, p: DemoPreset, seed: int, progress: bool = True):
+    """RUN/data/dpo_mined.jsonl, the DPO stage's data (`cfg`, the stage's config, reads it):
+    the training pairs that the model DPO starts from (the multi-image SFT model) ranks wrong
+    or by less than `p.dpo_mine_margin` nats, encoded as the stage encodes them
+    (`train/mine_pairs.py`). Returns (config, note). Should the model rank every pair right by
+    more, DPO trains on all of them instead: the config returned reads RUN/data/dpo_train.jsonl
+    (and RUN/configs/dpo.yaml says so) and the note, for the scorecard, tells."""
+    from ..train.mine_pairs import MinePairsConfig, NoPairsKept, mine_pairs
 
-    model = run / "stages" / "sft_multi" / "final"
-    cfg = MinePairsConfig(model=str(model), source=str(run / "data" / "dpo_train.jsonl"), out=str(run / MINED_PAIRS),
-                          max_margin=p.dpo_mine_margin)
+    mining = MinePairsConfig(model=cfg.model.checkpoint, source=str(run / "data" / "dpo_train.jsonl"),
+                             out=str(run / MINED_PAIRS), max_margin=p.dpo_mine_margin,
+                             max_length=cfg.data.encode.max_length,
+                             device=None if cfg.runtime.device == "auto" else cfg.runtime.device)
     try:
-        counts = mine_pairs(cfg, progress=progress)
-    except ValueError as e:
+        counts = mine_pairs(mining, progress=progress)
+    except NoPairsKept as e:
         log.warning("%s; DPO trains on every training pair", e)
-        return replace(p, trainer_overrides={**p.trainer_overrides,
-                                             "dpo": [*p.trainer_overrides.get("dpo", []), "data.source=./data/dpo_train.jsonl"]})
+        every = replace(p, trainer_overrides={**p.trainer_overrides,
+                                              "dpo": [*p.trainer_overrides.get("dpo", []), "data.source=./data/dpo_train.jsonl"]})
+        return stage_config("dpo", run, every, seed, progress), (
+            f"DPO trained on every training pair: none had a margin below {p.dpo_mine_margin} nats under the multi-image model.")
     print(f"DPO pairs: {counts['kept']} of {counts['scored']} training pairs kept, those the model ranks wrong or by "
           f"less than {p.dpo_mine_margin} nats ({counts['scored'] - counts['ranked_right']} wrong)", flush=True)
-    return p
+    return cfg, None
 
 
 def worked_example(model, processor, world: Path, seed: int) -> dict:
@@ -287,6 +292,7 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
     curves: dict[str, list] = {}
 
     model = processor = None
+    run_notes: list[str] = []  # the scorecard's notes on how a stage ran, when it ran otherwise than configured
     for i, stage in enumerate(stages, 3):
         _say(i, total, stage, time.perf_counter() - t_all, p.budget_s)
         t = time.perf_counter()
@@ -314,9 +320,10 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
             continue
         if stage == "sft_multi":
             start_multi_image(run, world, p)
-        if stage == "dpo":
-            p = mine_dpo_pairs(run, p, progress)
         cfg = stage_config(stage, run, p, seed, progress)
+        if stage == "dpo":
+            cfg, note = mine_dpo_pairs(run, cfg, p, seed, progress)
+            run_notes += [note] if note else []
         clear_stage(Path(cfg.run_dir), run / "eval" / stage)
         final = run_stage(cfg)
         curves[stage] = read_trainer_losses(Path(cfg.run_dir))
@@ -332,7 +339,7 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
         write_scorecard(card, run)
 
     plot_losses(curves, run / "loss_curves.png")
-    notes = []
+    notes = run_notes
     if model is not None and processor is not None:
         ex = worked_example(model, processor, world, seed)
         write_text_atomic(run / "example.json", json.dumps(ex, indent=2) + "\n")

@@ -225,7 +225,7 @@ def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: i
     or (`demos="similar"`) those whose question is most like the sample's. shots=0 with
     `text_demos=n`: the prompt leads with n demonstrations' text and no image, as
     OpenFlamingo's zero-shot evaluation does (n=2), to show a base model the answer's form.
-    With `out_dir`, predictions go to out_dir/<task>[_<k>shot]/predictions.jsonl (an
+    With `out_dir`, predictions go to out_dir/<task>[_<k>shot][_text<n>][_similar]/predictions.jsonl (an
     existing file is resumed: samples already there are not run again) beside results.json.
     Unreadable images skip their sample (counted in "skipped").
     """

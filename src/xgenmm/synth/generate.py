@@ -101,7 +101,7 @@ def chance_levels(cfg: WorldConfig) -> dict[str, float]:
 
 
 def _words(texts) -> set[str]:
-    return set(re.findall(r"[a-z]+", " ".join(texts).lower()))
+    return set(re.findall(r"[a-z0-9]+", " ".join(texts).lower()))
 
 
 def _rng(seed: int, name: str) -> random.Random:

@@ -129,10 +129,11 @@ def _mine_pairs(rest: list[str]) -> int:
     p.add_argument("--out", required=True, help="output JSONL of the kept pairs")
     p.add_argument("--max-margin", type=float, default=1.0, help="keep pairs whose margin in nats is below this")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-length", type=int, default=2048)
+    p.add_argument("--max-length", type=int, default=2048, help="tokens per answer row (the DPO stage's data.encode.max_length)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     a = p.parse_args(rest)
     try:
-        counts = mine_pairs(MinePairsConfig(a.model, a.data, a.out, a.max_margin, a.batch_size, a.max_length))
+        counts = mine_pairs(MinePairsConfig(a.model, a.data, a.out, a.max_margin, a.batch_size, a.max_length, a.device))
     except ValueError as e:
         print(f"xgenmm train mine-pairs: {e}", file=sys.stderr)
         return 1
