@@ -200,8 +200,15 @@ def target_stderrs(card, eval_dir: Path, world_dir: Path, shots: int) -> dict[st
     somewhat safer than it is)."""
     from ..eval.metrics.uncertainty import mean_stderr, paired_difference
 
+    read: dict[tuple[str, str], dict | None] = {}
+
+    def records(stage: str, name: str) -> dict[str, dict] | None:  # each predictions file read once
+        if (stage, name) not in read:
+            read[stage, name] = per_sample(eval_dir, stage, name)
+        return read[stage, name]
+
     def scores(stage: str, name: str, field: str = "score", keep=None) -> dict[str, float] | None:
-        recs = per_sample(eval_dir, stage, name)
+        recs = records(stage, name)
         if recs is None:
             return None
         return {k: float(r[field]) for k, r in recs.items()
@@ -218,7 +225,7 @@ def target_stderrs(card, eval_dir: Path, world_dir: Path, shots: int) -> dict[st
         return None if se is None else se * scale
 
     out: dict[str, float | None] = {}
-    few, zero = (per_sample(eval_dir, "pretrain", f"world_caption_{k}shot") for k in (shots, 0))
+    few, zero = (records("pretrain", f"world_caption_{k}shot") for k in (shots, 0))
     out["few_shot_caption"] = paired(*paired_caption_cider(few, zero, world_dir)) if few and zero else None
     out["few_shot_vqa"] = paired(scores("pretrain", f"world_vqa_{shots}shot"), scores("pretrain", "world_vqa_0shot"))
     out["vqa"] = single("sft_single", "world_vqa")
@@ -232,7 +239,7 @@ def target_stderrs(card, eval_dir: Path, world_dir: Path, shots: int) -> dict[st
     absent = {k for k, v in _truth(world_dir, "world_pope", lambda x: x.answers[0]).items() if v == "no"}
 
     def absent_yes(stage: str) -> dict[str, float] | None:
-        recs = per_sample(eval_dir, stage, "world_pope")
+        recs = records(stage, "world_pope")
         return None if recs is None else said_yes_to_absent(recs, absent)
 
     out["dpo_hallucination"] = paired(absent_yes("dpo"), absent_yes("sft_multi"))

@@ -47,11 +47,11 @@ _OWN_FIELDS = {"id", "image", "images", "prompt", "chosen", "rejected", "margin"
 
 
 def _record(sample, raw, margin: float, image_dir: Path) -> dict:
-    from .noise_pairs import _image_field
+    from .noise_pairs import image_field
 
     extra = {k: v for k, v in raw.items() if k not in _OWN_FIELDS and isinstance(v, (str, int, float, bool))} \
         if isinstance(raw, dict) else {}
-    return {"id": sample.id, **extra, "image": _image_field(sample.images, sample.id, image_dir),
+    return {"id": sample.id, **extra, "image": image_field(sample.images, sample.id, image_dir),
             "prompt": [{"role": t.role, "content": t.text} for t in sample.prompt],
             "chosen": sample.chosen, "rejected": sample.rejected, "margin": round(margin, 4)}
 

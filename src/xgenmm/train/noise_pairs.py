@@ -48,7 +48,9 @@ def noise_pixels(pixels: torch.Tensor, t: int, generator: torch.Generator) -> to
     return (a**0.5) * pixels + ((1 - a) ** 0.5) * eps.to(pixels.dtype)
 
 
-def _image_field(refs, sample_id: str, image_dir: Path) -> list[str]:
+def image_field(refs, sample_id: str, image_dir: Path) -> list[str]:
+    """A pair's `image` field for a JSON-lines output: local images by absolute path, others
+    (bytes, URLs) written under `image_dir`."""
     paths = []
     for k, ref in enumerate(refs):
         if ref.path and "://" not in ref.path:
@@ -103,7 +105,7 @@ def build_noised_pairs(cfg: NoisePairsConfig) -> dict:
             if answer.strip() == s.chosen.strip() and not cfg.keep_identical:
                 counts["identical"] += 1
                 continue
-            rec = {"id": f"{s.id}:noised", "image": _image_field(s.images, s.id, out_path.parent / "images"),
+            rec = {"id": f"{s.id}:noised", "image": image_field(s.images, s.id, out_path.parent / "images"),
                    "prompt": [{"role": t.role, "content": t.text} for t in s.prompt],
                    "chosen": s.chosen, "rejected": answer, "noise_step": cfg.noise_step}
             fh.write(json.dumps(rec) + "\n")

@@ -158,13 +158,17 @@ def _bleu_from_counts(guess, correct, test_len, ref_len, n: int) -> float:
     return score
 
 
+def _bleu_rows(rows, n: int) -> np.ndarray:
+    rows = np.asarray(rows)
+    if rows.ndim != 2 or rows.shape[1] != 2 * n + 2:
+        raise ValueError(f"bleu: bleu_statistics rows for n={n} have {2 * n + 2} columns, got shape {rows.shape}")
+    return rows
+
+
 def corpus_bleu(rows: np.ndarray, n: int = 4) -> float:
     """Corpus BLEU-n from `bleu_statistics` rows: clipped n-gram precisions summed over the
     corpus, geometric mean, brevity penalty from the summed lengths."""
-    rows = np.asarray(rows)
-    if rows.ndim != 2 or rows.shape[1] != 2 * n + 2:
-        raise ValueError(f"corpus_bleu: bleu_statistics rows for n={n} have {2 * n + 2} columns, got shape {rows.shape}")
-    t = rows.sum(axis=0)
+    t = _bleu_rows(rows, n).sum(axis=0)
     return _bleu_from_counts(t[:n], t[n:2 * n], t[2 * n], t[2 * n + 1], n)
 
 
@@ -172,8 +176,7 @@ def bleu_stderr(rows: np.ndarray, n: int = 4, n_resamples: int = 1000, seed: int
     """Standard error of corpus BLEU-n: its standard deviation over seeded bootstrap
     resamples of the captions (`bleu_statistics` rows), as lm-evaluation-harness does for
     its corpus metrics; None below two captions."""
-    rows = np.asarray(rows)
-    corpus_bleu(rows, n)  # checks the rows' shape
+    rows = _bleu_rows(rows, n)
     if len(rows) >= 2 and np.all(rows == rows[0]):
         return 0.0  # every resample is the same corpus
     return bootstrap_stderr(lambda idx: corpus_bleu(rows[idx], n), np.arange(len(rows)),
