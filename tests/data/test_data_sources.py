@@ -39,6 +39,21 @@ def test_jsonl_counts_malformed_lines_missing_and_corrupt_images_and_keeps_the_r
     assert stats.skipped == {BAD_JSON: 1, MISSING_IMAGE: 1, BAD_IMAGE: 1}
 
 
+def test_jsonl_reads_leave_no_file_open(image_dir):
+    # A source once held its file open until it was collected (a ResourceWarning each time).
+    import gc
+    import warnings
+
+    path = write_jsonl(image_dir / "t.jsonl", [llava(i, image=None) for i in range(5)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stream = Stream(str(path), seed=0)
+        assert sorted(ids(stream)) == [f"t.jsonl:line {i}" for i in range(1, 6)]
+        del stream
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
 def test_strict_mode_raises_at_the_first_bad_sample_naming_it(image_dir, processor):
     from xgenmm.data import SamplePolicy
 

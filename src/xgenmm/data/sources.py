@@ -159,19 +159,16 @@ class JsonlSource(IndexedSource):
                     self.lines.append(n)
                 pos += len(line)
         self.resolve = _root_resolver(Path(cfg.image_root) if cfg.image_root else self.path.parent)
-        self._fh = None
 
     def __len__(self) -> int:
         return len(self.offsets)
 
-    def __getstate__(self):
-        return {**self.__dict__, "_fh": None}  # file handles do not cross to worker processes
-
     def item(self, i: int) -> RawItem:
-        if self._fh is None:
-            self._fh = open(self.path, "rb")
-        self._fh.seek(self.offsets[i])
-        line = self._fh.readline()
+        # One open per line read: no handle outlives the read (a held one stayed open until
+        # the source was collected), and the source pickles to worker processes as it is.
+        with open(self.path, "rb") as f:
+            f.seek(self.offsets[i])
+            line = f.readline()
         return RawItem(f"{self.name}:line {self.lines[i]}", line, self.resolve, self.cfg)
 
 
