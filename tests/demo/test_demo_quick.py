@@ -141,6 +141,17 @@ def test_every_target_margin_gets_its_standard_error_from_the_runs_own_predictio
     held_out = (quick_run / "data" / "dpo_heldout.jsonl").read_text().splitlines()
     assert len(pairs) == len(held_out) > 0
     assert sum(pairs.values()) / len(pairs) == pytest.approx(card.stages["dpo"]["preference_accuracy"])
+    # ... and by kind, yes/no pairs split by the chosen answer, each the share of its own pairs
+    kinds = {}
+    for pair, rec in zip(map(json.loads, held_out), map(json.loads, (quick_run / "eval" / "dpo" / PREFERENCE_FILE)
+                                                         .read_text().splitlines())):
+        group = pair["kind"] + ("_" + pair["chosen"] if pair["chosen"] in ("yes", "no") else "")
+        assert rec["group"] == group
+        kinds.setdefault(group, []).append(rec["score"])
+    assert {"existence_yes", "existence_no"} <= set(kinds)
+    for group, won in kinds.items():
+        assert card.stages["dpo"][f"preference_accuracy/{group}"] == pytest.approx(sum(won) / len(won))
+        assert card.chance[f"preference_accuracy/{group}"] == 0.5
     # the harness reports the same standard error beside its score
     res = json.loads((quick_run / "eval" / "sft_single" / "world_vqa" / "results.json").read_text())
     assert res["metrics"]["vqa_accuracy_stderr"] == pytest.approx(se["vqa"])

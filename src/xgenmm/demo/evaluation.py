@@ -121,10 +121,23 @@ def answer_logps(model, processor, prompts: list[str], images: list, answers: li
     return tok.sum(1).tolist()
 
 
+def preference_group(pair: dict) -> str | None:
+    """The group a preference pair is counted in: its `kind` (colour, shape, count, describe,
+    existence, ...), and for a yes/no pair also the chosen answer ("existence_yes",
+    "existence_no"), since a model that only leans towards "yes" or "no" wins the one half and
+    loses the other. None for a pair without a kind."""
+    kind = pair.get("kind")
+    if not isinstance(kind, str) or not kind:
+        return None
+    chosen = str(pair.get("chosen", "")).strip().lower().rstrip(".")
+    return f"{kind}_{chosen}" if chosen in ("yes", "no") else kind
+
+
 def preference_accuracy(model, processor, pairs_path: Path, batch_size: int = 32, out: Path | None = None) -> float:
     """Share of held-out pairs whose chosen answer the model finds more likely than the
     rejected one (sequence log-probability). With `out`, one JSON line per pair (its index,
-    both log-probabilities and whether the chosen one won) is written there, atomically."""
+    its `preference_group` when it has one, both log-probabilities and whether the chosen
+    one won) is written there, atomically."""
     pairs = read_pairs(pairs_path)
     if not pairs:
         raise ValueError(f"{pairs_path}: no preference pairs")
@@ -139,8 +152,10 @@ def preference_accuracy(model, processor, pairs_path: Path, batch_size: int = 32
             both = answer_logps(model, processor, prompts + prompts, ims + ims,
                                 [p["chosen"] for p in chunk] + [p["rejected"] for p in chunk])
             n = len(chunk)
-            rows += [{"id": str(b + i), "chosen_logp": c, "rejected_logp": r, "score": float(c > r)}
-                     for i, (c, r) in enumerate(zip(both[:n], both[n:]))]
+            for i, (c, r) in enumerate(zip(both[:n], both[n:])):
+                group = preference_group(chunk[i])
+                rows.append({"id": str(b + i), **({"group": group} if group else {}), "chosen_logp": c,
+                             "rejected_logp": r, "score": float(c > r)})
     finally:
         model.train(was)
     if out is not None:
@@ -155,6 +170,16 @@ PREFERENCE_FILE = "preference/predictions.jsonl"  # under eval/STAGE: preference
 
 def _records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def preference_by_group(path: Path) -> dict[str, float]:
+    """{"preference_accuracy/GROUP": share won} from `preference_accuracy`'s per-pair records
+    (the pairs that have a group)."""
+    groups: dict[str, list[float]] = {}
+    for r in _records(path):
+        if r.get("group"):
+            groups.setdefault(r["group"], []).append(r["score"])
+    return {f"preference_accuracy/{g}": sum(v) / len(v) for g, v in sorted(groups.items())}
 
 
 def per_sample(eval_dir: Path, stage: str, name: str) -> dict[str, dict] | None:
