@@ -41,8 +41,10 @@ def test_sft_single_weights_kinds_and_asks_two_or_three_questions(tmp_path):
     kinds = stats["kinds"]
     assert kinds["colour"] > 1.5 * kinds["count"] and kinds["position"] > 2.5 * kinds["reading"]
     rows = json.loads((tmp_path / "sft/single.json").read_text())
-    turns = Counter(len(r["conversations"]) // 2 for r in rows)
-    assert set(turns) == {2, 3}  # every kind can be asked of the easy world's scenes
+    assert all(len(r["conversations"]) == 2 for r in rows)  # one question per sample
+    per_image = Counter(Counter(r["image"] for r in rows).values())
+    assert set(per_image) == {2, 3}  # every kind can be asked of the easy world's scenes
+    assert stats["images"] == 400 and stats["samples"] == len(rows) == stats["turns"]
     uniform = write_sft_single(OutputDir(tmp_path / "u"), cfg, random.Random(0), 400, Corpus(), drill_share=0.0,
                                kind_weights={k: 1.0 for k in kinds}, questions_per_image=(1, 1))
     assert uniform["turns"] == 400 and max(uniform["kinds"].values()) < 2 * min(uniform["kinds"].values())
@@ -54,3 +56,24 @@ def test_sft_single_refuses_bad_settings(tmp_path, kw):
     with pytest.raises(ValueError, match="write_sft_single"):
         write_sft_single(OutputDir(tmp_path), get_preset("easy"), random.Random(0), 4, Corpus(), **kw)
 
+
+
+def test_one_question_samples_are_the_conversations_turns_split(tmp_path):
+    """The same images and questions either way; split, each question is a first turn with its
+    image tag, and no sample carries another question's answer."""
+    cfg = get_preset("easy")
+    conv = write_sft_single(OutputDir(tmp_path / "c"), cfg, random.Random(3), 60, Corpus(), one_question_per_sample=False)
+    one = write_sft_single(OutputDir(tmp_path / "o"), cfg, random.Random(3), 60, Corpus(), one_question_per_sample=True)
+    assert conv["kinds"] == one["kinds"] and conv["existence_drills"] == one["existence_drills"] > 0
+    convs = json.loads((tmp_path / "c/sft/single.json").read_text())
+    ones = json.loads((tmp_path / "o/sft/single.json").read_text())
+    assert len(convs) == 60 == conv["samples"] and len(ones) == one["samples"] == one["turns"]
+    split = []
+    for r in convs:
+        c = r["conversations"]
+        for j in range(0, len(c), 2):
+            q = c[j]["value"] if j == 0 else "<image>\n" + c[j]["value"]
+            split.append({"id": f"{r['id']}-q{j // 2}", "image": r["image"],
+                          "conversations": [{"from": "human", "value": q}, c[j + 1]]})
+    assert ones == split
+    assert (tmp_path / "c/sft/images/single-000007.png").read_bytes() == (tmp_path / "o/sft/images/single-000007.png").read_bytes()

@@ -3,6 +3,8 @@ the trainable parts / optimiser groups it is built from."""
 
 from __future__ import annotations
 
+import json
+
 import math
 
 import pytest
@@ -180,12 +182,29 @@ def test_answer_weighting_averages_each_answer_then_the_answers(tiny_model, tiny
     assert float(token.loss_sum) == pytest.approx(float(ce.sum()), rel=1e-5)
 
 
+def conversations(world) -> str:
+    """The world's one-question SFT samples joined back into one conversation per image (its
+    questions as turns), so that rows hold several answers of different lengths."""
+    path = world / "sft" / "single_conversations.json"
+    if not path.exists():
+        by_image: dict[str, dict] = {}
+        for r in json.loads((world / "sft" / "single.json").read_text()):
+            conv = by_image.setdefault(r["image"], {"id": r["id"], "image": r["image"], "conversations": []})
+            turns = r["conversations"]
+            if conv["conversations"]:
+                turns = [{**turns[0], "value": turns[0]["value"].replace("<image>\n", "")}, turns[1]]
+            conv["conversations"] += turns
+        path.write_text(json.dumps(list(by_image.values())))
+    return str(path)
+
+
 def test_answer_weighting_is_the_same_however_the_batch_is_split(world, tmp_path):
-    answer = {"optim.loss_weighting": "answer"}
+    answer = {"optim.loss_weighting": "answer", "data.source": conversations(world)}
     run_stage(tiny_config(world, tmp_path / "big", "sft", 2, **{**answer, "data.batch.batch_size": 4}))
     run_stage(tiny_config(world, tmp_path / "accum", "sft", 2,
                           **{**answer, "data.batch.batch_size": 2, "optim.grad_accum": 2}))
-    run_stage(tiny_config(world, tmp_path / "token", "sft", 2, **{"data.batch.batch_size": 4}))
+    run_stage(tiny_config(world, tmp_path / "token", "sft", 2,
+                          **{"data.batch.batch_size": 4, "data.source": answer["data.source"]}))
     big, accum, token = losses(tmp_path / "big"), losses(tmp_path / "accum"), losses(tmp_path / "token")
     assert big == pytest.approx(accum, rel=1e-5)
     # a different average of the same batch: how different depends on the batch's answer lengths

@@ -102,11 +102,12 @@ FULL = DemoPreset(
     tokenizer_vocab=640,
     vision=VisionPretrainConfig(max_steps=400),
     steps={"pretrain": 200, "sft_single": 1600, "sft_multi": 1000, "dpo": 20, "safety": 100},
-    # Single-image SFT: 1,600 steps of 24 rows of two or three questions each (VQA 0.945 / 0.895
-    # for seeds 0 / 1 against 0.855 / 0.879 at 1,000 steps, the same base models); a step costs
-    # what its tokens do, and 32 rows took the 1,000-step preset to 9 min 52 s on the slower
-    # 2-core host of earlier runs.
-    batch={"pretrain": 8, "sft_single": 24, "sft_multi": 32, "dpo": 16, "safety": 32},
+    # Single-image SFT: 1,600 steps of 64 one-question rows (the world writes each question as
+    # a sample of its own, synth.datasets.SFT_ONE_QUESTION_PER_SAMPLE; about a quarter more
+    # tokens a step than the 24 conversations of two or three questions before, which gave VQA
+    # 0.945 / 0.895 for seeds 0 / 1 against 0.855 / 0.879 at 1,000 steps); a step costs what its
+    # tokens do.
+    batch={"pretrain": 8, "sft_single": 64, "sft_multi": 32, "dpo": 16, "safety": 32},
     dpo_heldout=400,
     # Multi-image SFT: 1,000 steps over 8,000 multi-image conversations and 2,000 single-image
     # ones per epoch. The earlier 200 steps over 1,000 (+ 1,500 single) left which-image and

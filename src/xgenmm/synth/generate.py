@@ -34,7 +34,7 @@ class WorldSize:
     captions: int  # pretraining caption samples (one image each)
     interleaved: int  # pretraining interleaved documents (2-4 images each)
     shard_size: int  # samples per WebDataset shard
-    sft_single: int  # single-image conversations (2-3 turns each, 4 for an existence drill)
+    sft_single: int  # single-image SFT images (2-3 questions each, 4 for an existence drill; one sample per question)
     sft_multi: int  # multi-image conversations
     dpo: int  # preference pairs
     safety: int  # safety-tuning conversations (half refusals)
