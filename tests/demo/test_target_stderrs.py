@@ -130,14 +130,13 @@ def test_a_stage_that_did_not_run_has_no_standard_error(run, small_world):
 
 
 def test_preference_pairs_are_grouped_by_kind_and_yes_no_pairs_by_the_chosen_answer(tmp_path):
-    from xgenmm.demo.evaluation import preference_by_group, preference_group
+    from xgenmm.demo.evaluation import preference_group, preference_scores
 
     assert preference_group({"kind": "existence", "chosen": "Yes", "rejected": "no"}) == "existence_yes"
     assert preference_group({"kind": "existence", "chosen": "no.", "rejected": "yes"}) == "existence_no"
     assert preference_group({"kind": "colour", "chosen": "red", "rejected": "blue"}) == "colour"
     assert preference_group({"chosen": "red", "rejected": "blue"}) is None
-    path = tmp_path / "predictions.jsonl"
     rows = [{"id": "0", "group": "existence_yes", "score": 1.0}, {"id": "1", "group": "existence_yes", "score": 0.0},
             {"id": "2", "group": "colour", "score": 1.0}, {"id": "3", "score": 0.0}]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert preference_by_group(path) == {"preference_accuracy/colour": 1.0, "preference_accuracy/existence_yes": 0.5}
+    assert preference_scores(rows) == {"preference_accuracy": 0.5, "preference_accuracy/colour": 1.0,
+                                       "preference_accuracy/existence_yes": 0.5}

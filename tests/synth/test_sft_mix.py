@@ -57,7 +57,6 @@ def test_sft_single_refuses_bad_settings(tmp_path, kw):
         write_sft_single(OutputDir(tmp_path), get_preset("easy"), random.Random(0), 4, Corpus(), **kw)
 
 
-
 def test_one_question_samples_are_the_conversations_turns_split(tmp_path):
     """The same images and questions either way; split, each question is a first turn with its
     image tag, and no sample carries another question's answer."""

@@ -3,8 +3,6 @@ the trainable parts / optimiser groups it is built from."""
 
 from __future__ import annotations
 
-import json
-
 import math
 
 import pytest
@@ -183,18 +181,18 @@ def test_answer_weighting_averages_each_answer_then_the_answers(tiny_model, tiny
 
 
 def conversations(world) -> str:
-    """The world's one-question SFT samples joined back into one conversation per image (its
-    questions as turns), so that rows hold several answers of different lengths."""
-    path = world / "sft" / "single_conversations.json"
+    """Single-image SFT data in the conversation form (an image's questions as the turns of
+    one conversation), so that rows hold several answers of different lengths."""
+    import random
+
+    from xgenmm.synth.datasets import Corpus, write_sft_single
+    from xgenmm.synth.world import get_preset
+    from xgenmm.synth.writers import OutputDir
+
+    path = world / "conversations" / "sft" / "single.json"
     if not path.exists():
-        by_image: dict[str, dict] = {}
-        for r in json.loads((world / "sft" / "single.json").read_text()):
-            conv = by_image.setdefault(r["image"], {"id": r["id"], "image": r["image"], "conversations": []})
-            turns = r["conversations"]
-            if conv["conversations"]:
-                turns = [{**turns[0], "value": turns[0]["value"].replace("<image>\n", "")}, turns[1]]
-            conv["conversations"] += turns
-        path.write_text(json.dumps(list(by_image.values())))
+        write_sft_single(OutputDir(world / "conversations"), get_preset("easy"), random.Random(0), 24, Corpus(),
+                         one_question_per_sample=False)
     return str(path)
 
 

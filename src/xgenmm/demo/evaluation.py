@@ -133,11 +133,11 @@ def preference_group(pair: dict) -> str | None:
     return f"{kind}_{chosen}" if chosen in ("yes", "no") else kind
 
 
-def preference_accuracy(model, processor, pairs_path: Path, batch_size: int = 32, out: Path | None = None) -> float:
-    """Share of held-out pairs whose chosen answer the model finds more likely than the
-    rejected one (sequence log-probability). With `out`, one JSON line per pair (its index,
-    its `preference_group` when it has one, both log-probabilities and whether the chosen
-    one won) is written there, atomically."""
+def preference_records(model, processor, pairs_path: Path, batch_size: int = 32, out: Path | None = None) -> list[dict]:
+    """One record per held-out pair: its index, its `preference_group` when it has one, both
+    sequence log-probabilities and whether the model finds the chosen answer more likely
+    than the rejected one (score 1.0). With `out`, the records are written there as JSON
+    lines, atomically. `preference_scores` turns them into the scorecard's scores."""
     pairs = read_pairs(pairs_path)
     if not pairs:
         raise ValueError(f"{pairs_path}: no preference pairs")
@@ -160,26 +160,27 @@ def preference_accuracy(model, processor, pairs_path: Path, batch_size: int = 32
         model.train(was)
     if out is not None:
         write_text_atomic(out, "".join(json.dumps(r) + "\n" for r in rows))
-    return sum(r["score"] for r in rows) / len(pairs)
+    return rows
+
+
+def preference_scores(records: list[dict]) -> dict[str, float]:
+    """{"preference_accuracy": share of pairs won, "preference_accuracy/GROUP": the same over
+    the pairs of each group} from `preference_records`."""
+    groups: dict[str, list[float]] = {}
+    for r in records:
+        if r.get("group"):
+            groups.setdefault(r["group"], []).append(r["score"])
+    return {"preference_accuracy": sum(r["score"] for r in records) / len(records),
+            **{f"preference_accuracy/{g}": sum(v) / len(v) for g, v in sorted(groups.items())}}
 
 
 # ---- standard errors of the targets' margins ---------------------------------------------------
 
-PREFERENCE_FILE = "preference/predictions.jsonl"  # under eval/STAGE: preference_accuracy's per-pair records
+PREFERENCE_FILE = "preference/predictions.jsonl"  # under eval/STAGE: preference_records' records
 
 
 def _records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def preference_by_group(path: Path) -> dict[str, float]:
-    """{"preference_accuracy/GROUP": share won} from `preference_accuracy`'s per-pair records
-    (the pairs that have a group)."""
-    groups: dict[str, list[float]] = {}
-    for r in _records(path):
-        if r.get("group"):
-            groups.setdefault(r["group"], []).append(r["score"])
-    return {f"preference_accuracy/{g}": sum(v) / len(v) for g, v in sorted(groups.items())}
 
 
 def per_sample(eval_dir: Path, stage: str, name: str) -> dict[str, dict] | None:

@@ -26,7 +26,7 @@ from ..model import XGenMM
 from ..model.image_processing import XGenMMImageProcessor
 from ..model.processor import XGenMMProcessor
 from .assemble import caption_images, initial_model, place_image_positions, save_initial, whiten_projection, whitening_images
-from .evaluation import (PREFERENCE_FILE, PREFERENCE_STAGES, evaluate_stage, preference_accuracy, preference_by_group, read_pairs,
+from .evaluation import (PREFERENCE_FILE, PREFERENCE_STAGES, evaluate_stage, preference_records, preference_scores, read_pairs,
                          target_stderrs)
 from .presets import STAGES, DemoPreset, get_preset, model_overrides
 from .scorecard import Scorecard, plot_losses, read_trainer_losses, write_scorecard
@@ -332,11 +332,10 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
         model, processor = XGenMM.from_pretrained(final), XGenMMProcessor.from_pretrained(final)
         scores = evaluate_stage(model, processor, stage, world, run / "eval" / stage, p.eval_batch, p.few_shot, progress)
         if stage in PREFERENCE_STAGES:
-            scores["preference_accuracy"] = preference_accuracy(model, processor, run / "data" / "dpo_heldout.jsonl",
-                                                                out=run / "eval" / stage / PREFERENCE_FILE)
-            groups = preference_by_group(run / "eval" / stage / PREFERENCE_FILE)
-            scores.update(groups)
-            card.chance.update({k: 0.5 for k in groups})  # each pair is a choice of two
+            pref = preference_scores(preference_records(model, processor, run / "data" / "dpo_heldout.jsonl",
+                                                        out=run / "eval" / stage / PREFERENCE_FILE))
+            scores.update(pref)
+            card.chance.update({k: 0.5 for k in pref})  # each pair is a choice of two
         card.add(stage, scores, time.perf_counter() - t)
         print(f"{stage}: trained in {train_s:.0f} s; " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if "/" not in k),
               flush=True)
