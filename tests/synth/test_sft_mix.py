@@ -58,15 +58,16 @@ def test_sft_single_refuses_bad_settings(tmp_path, kw):
 
 
 def test_one_question_samples_are_the_conversations_turns_split(tmp_path):
-    """The same images and questions either way; split, each question is a first turn with its
-    image tag, and no sample carries another question's answer."""
+    """Both files hold the same images and questions; in `single.json` each question is a
+    first turn with its image tag, and no sample carries another question's answer."""
     cfg = get_preset("easy")
-    conv = write_sft_single(OutputDir(tmp_path / "c"), cfg, random.Random(3), 60, Corpus(), one_question_per_sample=False)
-    one = write_sft_single(OutputDir(tmp_path / "o"), cfg, random.Random(3), 60, Corpus(), one_question_per_sample=True)
-    assert conv["kinds"] == one["kinds"] and conv["existence_drills"] == one["existence_drills"] > 0
-    convs = json.loads((tmp_path / "c/sft/single.json").read_text())
-    ones = json.loads((tmp_path / "o/sft/single.json").read_text())
-    assert len(convs) == 60 == conv["samples"] and len(ones) == one["samples"] == one["turns"]
+    stats = write_sft_single(OutputDir(tmp_path), cfg, random.Random(3), 60, Corpus())
+    assert stats["existence_drills"] > 0
+    convs = json.loads((tmp_path / "sft/single_conversations.json").read_text())
+    ones = json.loads((tmp_path / "sft/single.json").read_text())
+    assert len(convs) == 60 == stats["conversations"] == stats["images"]
+    assert len(ones) == stats["samples"] == stats["turns"] > 60
+    assert any(len(r["conversations"]) > 2 for r in convs)
     split = []
     for r in convs:
         c = r["conversations"]
@@ -75,4 +76,3 @@ def test_one_question_samples_are_the_conversations_turns_split(tmp_path):
             split.append({"id": f"{r['id']}-q{j // 2}", "image": r["image"],
                           "conversations": [{"from": "human", "value": q}, c[j + 1]]})
     assert ones == split
-    assert (tmp_path / "c/sft/images/single-000007.png").read_bytes() == (tmp_path / "o/sft/images/single-000007.png").read_bytes()

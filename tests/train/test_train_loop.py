@@ -3,6 +3,7 @@ the trainable parts / optimiser groups it is built from."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -183,16 +184,8 @@ def test_answer_weighting_averages_each_answer_then_the_answers(tiny_model, tiny
 def conversations(world) -> str:
     """Single-image SFT data in the conversation form (an image's questions as the turns of
     one conversation), so that rows hold several answers of different lengths."""
-    import random
-
-    from xgenmm.synth.datasets import Corpus, write_sft_single
-    from xgenmm.synth.world import get_preset
-    from xgenmm.synth.writers import OutputDir
-
-    path = world / "conversations" / "sft" / "single.json"
-    if not path.exists():
-        write_sft_single(OutputDir(world / "conversations"), get_preset("easy"), random.Random(0), 24, Corpus(),
-                         one_question_per_sample=False)
+    path = world / "sft" / "single_conversations.json"
+    assert len(json.loads(path.read_text())) == 24
     return str(path)
 
 

@@ -23,6 +23,7 @@ import yaml
 
 from ..eval.report import write_text_atomic
 from ..model import XGenMM
+from ..synth.generate import MANIFEST_VERSION
 from ..model.image_processing import XGenMMImageProcessor
 from ..model.processor import XGenMMProcessor
 from .assemble import caption_images, initial_model, place_image_positions, save_initial, whiten_projection, whitening_images
@@ -106,8 +107,9 @@ def targets_record(card: Scorecard, p: DemoPreset, wall: float, complete: bool, 
 
 
 def existing_world(world: Path, seed: int, preset: DemoPreset) -> dict | None:
-    """The manifest of a complete world in `world` written with the same seed, difficulty and
-    size (generation is deterministic: same arguments, same bytes), else None."""
+    """The manifest of a complete world in `world` written by this manifest version with the
+    same seed, difficulty and size (generation is deterministic: same arguments, same bytes),
+    else None."""
     path = world / "manifest.json"
     if not path.is_file():
         return None
@@ -116,7 +118,7 @@ def existing_world(world: Path, seed: int, preset: DemoPreset) -> dict | None:
     except json.JSONDecodeError:
         return None
     size = preset.world_size if isinstance(preset.world_size, str) else asdict(preset.world_size)
-    if (man.get("seed"), man.get("preset"), man.get("size")) != (seed, preset.world_preset, size):
+    if (man.get("version"), man.get("seed"), man.get("preset"), man.get("size")) != (MANIFEST_VERSION, seed, preset.world_preset, size):
         return None
     files = [f["path"] if isinstance(f, dict) else f for f in man.get("files", [])]
     if not files or not all((world / f).is_file() for f in files):
@@ -138,7 +140,7 @@ def write_stage_data(run: Path, world: Path, preset: DemoPreset, seed: int) -> N
     n_multi = man["datasets"]["train"]["sft_multi"]["samples"]
     write_text_atomic(data / "sft_multi_mixture.yaml", yaml.safe_dump({
         "seed": seed, "replacement": False,
-        "data_path": {rel(man["paths"]["sft_multi"]): n_multi, rel(man["paths"]["sft_single"]): preset.mix_single},
+        "data_path": {rel(man["paths"]["sft_multi"]): n_multi, rel(man["paths"]["sft_single_conversations"]): preset.mix_single},
     }, sort_keys=False))
     n_safety = man["datasets"]["train"]["safety"]["samples"]
     write_text_atomic(data / "safety_mixture.yaml", yaml.safe_dump({
@@ -276,7 +278,7 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
     if manifest is None:
         manifest = generate_world(world, seed=seed, preset=p.world_preset, size=p.world_size, progress=progress)
     else:
-        print(f"reusing the world already in {world} (same seed, preset and size)", flush=True)
+        print(f"reusing the world already in {world} (same generator version, seed, preset and size)", flush=True)
     card.chance = dict(manifest["chance"])
     card.chance.update({"world_pope/hallucination_rate": 0.5, "world_pope/accuracy": 0.5, "preference_accuracy": 0.5,
                         "vision/pair_accuracy": 0.5, "vision/hard_negative_accuracy": 0.5,

@@ -109,16 +109,17 @@ FULL = DemoPreset(
     # tokens do.
     batch={"pretrain": 8, "sft_single": 64, "sft_multi": 32, "dpo": 16, "safety": 32},
     dpo_heldout=400,
-    # Multi-image SFT: 1,000 steps over 8,000 multi-image conversations and 2,000 single-image
-    # ones per epoch. The earlier 200 steps over 1,000 (+ 1,500 single) left which-image and
-    # same-colour at chance and single-image VQA 2.3 / 1.1 / 1.6 points lower (seeds 0 / 1 /
-    # 2); with these, from the same single-image models, multi-image 0.74 / 0.72 / 0.63 ->
-    # 0.78 / 0.86 / 0.78 (same-colour 0.68-0.77; which-image learnt by seed 1 only: 28 of 29
-    # two-image questions) and single-image VQA 1.1 / 0.8 / 0.3 points lower. 1,500 steps
-    # (seed 0) did not learn which-image either (0.33). With image position embeddings
-    # (model_overrides), full runs: 0.879 / 0.858 / 0.875, single-image VQA 1.8 / 0.5 / -0.2
-    # points lower.
-    mix_single=2000,
+    # Multi-image SFT: 1,000 steps over 8,000 multi-image conversations and the 4,000
+    # single-image ones (`sft/single_conversations.json`: an image's two to four questions as
+    # the turns of one conversation) per epoch. The earlier 200 steps over 1,000 (+ 1,500
+    # single) left which-image and same-colour at chance and single-image VQA 2.3 / 1.1 / 1.6
+    # points lower (seeds 0 / 1 / 2); 1,000 steps over 8,000 learnt same-colour, and with image
+    # position embeddings (model_overrides) which-image too. Of the single-image share, from the
+    # same five single-image models (seeds 0-4), single-image drop / multi-image score: 2,000
+    # one-question samples 3.9 / 3.6 / 2.5 / 5.9 / 0.9 points and 0.812 / 0.887 / 0.729 / 0.896
+    # / 0.887; 2,000 conversations 1.8 / 2.9 / 2.7 / 4.3 / 1.3 and 0.817 / 0.879 / 0.808 /
+    # 0.887 / 0.812; all 4,000 see docs/demo-recipe.md ("Multi-image SFT and DPO").
+    mix_single=4000,
     mix_sft_into_safety=400,
 )
 

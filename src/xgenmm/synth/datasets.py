@@ -4,7 +4,7 @@
   plain, OCR-style and grounding-style captions;
 - `pretrain/interleaved-*.tar`: WebDataset interleaved documents (`json` = {"segments": [...]},
   images as members `0.png`, `1.png`, ...);
-- `sft/single.json`, `sft/multi.json`: LLaVA JSON conversations with `<image>` tags;
+- `sft/single.json`, `sft/single_conversations.json`, `sft/multi.json`: LLaVA JSON conversations with `<image>` tags;
 - `dpo/pairs.jsonl`: preference pairs {id, image, prompt, chosen, rejected};
 - `safety/train.json`: LLaVA JSON, refusals of the world's unsafe requests mixed with
   ordinary questions.
@@ -197,14 +197,16 @@ SFT_KIND_WEIGHTS = {"colour": 2.0, "shape": 1.5, "position": 2.0, "existence": 1
                     "count": 1.0, "reading": 0.5, "describe": 1.0}
 SFT_QUESTIONS_PER_IMAGE = (2, 3)
 SFT_FULL_SCENE_SHARE = 0.75
-# Each of an image's questions is a sample of its own (one image, one question, one answer),
-# not a turn of one conversation per image. In a conversation, later answers are often words
-# of earlier turns (in the world's conversations, 288 of 534 later colour answers), a shortcut
-# the tiny LM takes instead of reading the image; every held-out question is a first turn.
-# Measured from the same base models, 1,600 steps, 64 one-question rows against 24
-# conversations (about a quarter more tokens a step): VQA 0.895 -> 0.930 for seed 1 (colour
-# 0.66 -> 0.88), docs/demo-recipe.md for the other seeds.
-SFT_ONE_QUESTION_PER_SAMPLE = True
+# Each of an image's questions is a sample of its own in `sft/single.json` (one image, one
+# question, one answer), which single-image SFT trains on. In a conversation, later answers
+# are often words of earlier turns (in the world's conversations, 288 of 534 later colour
+# answers), a shortcut the tiny LM takes instead of reading the image; every held-out question
+# is a first turn. Measured from the same base models, 1,600 steps, 64 one-question rows
+# against 24 conversations (about a quarter more tokens a step): VQA 0.895 -> 0.930 for seed 1
+# (colour 0.66 -> 0.88), docs/demo-recipe.md for the other seeds. The same questions as
+# conversations, an image's questions the turns of one, are `sft/single_conversations.json`:
+# the single-image share of multi-image SFT's mix, where a sample holds two to four questions
+# for the step's one (docs/demo-recipe.md, "Multi-image SFT and DPO").
 
 
 def weighted_kinds(rng: random.Random, weights: dict[str, float], k: int) -> list[str]:
@@ -221,16 +223,15 @@ def write_sft_single(out: OutputDir, cfg: WorldConfig, rng: random.Random, n: in
                      drill_share: float = EXISTENCE_DRILL_SHARE, drill_probes: int = EXISTENCE_DRILL_PROBES,
                      kind_weights: dict[str, float] | None = None,
                      questions_per_image: tuple[int, int] = SFT_QUESTIONS_PER_IMAGE,
-                     full_scene_share: float = SFT_FULL_SCENE_SHARE,
-                     one_question_per_sample: bool = SFT_ONE_QUESTION_PER_SAMPLE) -> dict:
+                     full_scene_share: float = SFT_FULL_SCENE_SHARE) -> dict:
     """`n` images, each with `questions_per_image` (min, max) questions of different kinds
     drawn by `kind_weights` (default SFT_KIND_WEIGHTS: the question kinds and "describe the
     image") or, for a `drill_share` of them, an existence drill: `drill_probes` yes/no
     existence questions, half "yes" (`existence_drill`). A question kind that cannot be asked
-    of its scene is left out (a "describe" turn when none can). With
-    `one_question_per_sample`, each question is a one-turn conversation of its own
-    (`single-IIIIII-qJ`, sharing the image file); otherwise an image's questions are the
-    turns of one conversation (`single-IIIIII`). Both draw the same images and questions."""
+    of its scene is left out (a "describe" turn when none can). Writes them twice: in `sft/single.json` each question is
+    a one-turn conversation of its own (`single-IIIIII-qJ`, sharing the image file), in
+    `sft/single_conversations.json` an image's questions are the turns of one conversation
+    (`single-IIIIII`)."""
     weights = dict(SFT_KIND_WEIGHTS if kind_weights is None else kind_weights)
     unknown = set(weights) - set(QUESTION_KINDS) - {"describe"}
     if unknown or not any(w > 0 for w in weights.values()):
@@ -240,7 +241,7 @@ def write_sft_single(out: OutputDir, cfg: WorldConfig, rng: random.Random, n: in
     lo, hi = questions_per_image
     if not 1 <= lo <= hi:
         raise ValueError(f"write_sft_single: questions_per_image {questions_per_image} must be (min, max) with 1 <= min <= max")
-    rows, kinds = [], Counter()
+    rows, conversations, kinds = [], [], Counter()
     drills = 0
     for i in range(n):
         want = weighted_kinds(rng, weights, rng.randint(lo, hi))
@@ -254,14 +255,13 @@ def write_sft_single(out: OutputDir, cfg: WorldConfig, rng: random.Random, n: in
         kinds.update(q.kind for q in qas)
         corpus.add(*(t for q in qas for t in (q.question, q.answer)))
         image = _save(out, "sft", f"single-{i:06d}", scene)
-        if one_question_per_sample:
-            rows += [{"id": f"single-{i:06d}-q{j}", "image": image, "conversations": llava_conversation([qa], 1)}
-                     for j, qa in enumerate(qas)]
-        else:
-            rows.append({"id": f"single-{i:06d}", "image": image, "conversations": llava_conversation(qas, 1)})
+        rows += [{"id": f"single-{i:06d}-q{j}", "image": image, "conversations": llava_conversation([qa], 1)}
+                 for j, qa in enumerate(qas)]
+        conversations.append({"id": f"single-{i:06d}", "image": image, "conversations": llava_conversation(qas, 1)})
     out.write_json("sft/single.json", rows)
-    return {"samples": len(rows), "images": n, "turns": sum(kinds.values()), "existence_drills": drills,
-            "kinds": dict(sorted(kinds.items()))}
+    out.write_json("sft/single_conversations.json", conversations)
+    return {"samples": len(rows), "conversations": len(conversations), "images": n, "turns": sum(kinds.values()),
+            "existence_drills": drills, "kinds": dict(sorted(kinds.items()))}
 
 
 def write_sft_multi(out: OutputDir, cfg: WorldConfig, rng: random.Random, n: int, corpus: Corpus) -> dict:

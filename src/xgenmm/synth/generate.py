@@ -24,7 +24,8 @@ from .world import WorldConfig, get_preset
 from .writers import OutputDir
 
 log = logging.getLogger(__name__)
-MANIFEST_VERSION = 1
+# 2: single-image SFT data also as conversations (paths.sft_single_conversations).
+MANIFEST_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ def generate_world(
             "captions": counts["captions"]["shards"],
             "interleaved": counts["interleaved"]["shards"],
             "sft_single": "sft/single.json",
+            "sft_single_conversations": "sft/single_conversations.json",
             "sft_multi": "sft/multi.json",
             "dpo": "dpo/pairs.jsonl",
             "safety": "safety/train.json",
