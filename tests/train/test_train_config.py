@@ -77,6 +77,16 @@ def test_cross_field_rules_of_the_stages(tmp_path):
     assert "needs data.cache_mb > 0" in str(e.value) and "needs trainable.vision_encoder and trainable.vision_tokenizer false" in str(e.value)
     load_config(None, ["model.checkpoint=x", "data.source=x", "runtime.image_token_cache=true", "data.cache_mb=64",
                        "trainable.vision_tokenizer=false"], check_paths=False)
+    # Choosing the final step by held-out preference accuracy: DPO only, a positive interval, not under FSDP.
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["model.checkpoint=x", "data.source=x", "dpo.select_source=held.jsonl", "dpo.select_every=0",
+                           "runtime.strategy=fsdp"], check_paths=False)
+    text = str(e.value)
+    assert "dpo.select_source: only for the dpo stage" in text and "dpo.select_every: must be >= 1" in text
+    assert "dpo.select_source: not available with runtime.strategy fsdp" in text
+    with pytest.raises(ConfigError, match=f"dpo.select_source: {tmp_path}/held.jsonl: no such file"):
+        load_config(None, ["stage=dpo", "model.checkpoint=x", "data.source=x", "lora.enabled=true", "trainable.lang_model=false",
+                           f"dpo.select_source={tmp_path}/held.jsonl"], check_paths=True)
 
 
 def test_resolved_config_round_trips_through_yaml():

@@ -203,3 +203,86 @@ def test_mining_skips_bad_pairs_and_refuses_to_keep_nothing(world, sft_model_dir
     rc = main(["train", "mine-pairs", "--model", str(sft_model_dir), "--data", str(world / "dpo" / "pairs.jsonl"),
                "--out", str(tmp_path / "cli.jsonl")])
     assert rc == 0 and (tmp_path / "cli.jsonl").is_file()
+
+
+# ---- the final model chosen by held-out preference accuracy (dpo.select_source) --------------
+
+def _split_pairs(world, tmp_path, reverse_held_out: bool) -> tuple[str, str]:
+    """The world's 12 pairs: the first 8 to train on, the last 4 held out (with chosen and
+    rejected swapped when `reverse_held_out`: what DPO teaches on the others then counts against
+    them, so the model the stage started from is the best on them)."""
+    rows = [json.loads(line) for line in (world / "dpo" / "pairs.jsonl").read_text().splitlines()]
+    for r in rows:
+        r["image"] = str((world / "dpo" / r["image"]).resolve())
+    held = rows[8:] if not reverse_held_out else [{**r, "chosen": r["rejected"], "rejected": r["chosen"]} for r in rows[:4]]
+    train, select = tmp_path / "train.jsonl", tmp_path / "select.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows[:8]))
+    select.write_text("".join(json.dumps(r) + "\n" for r in held))
+    return str(train), str(select)
+
+
+def _selecting_config(world, sft_model_dir, run_dir, train, select, steps, **extra):
+    return tiny_config(world, run_dir, "dpo", steps=steps, **{
+        "model.checkpoint": str(sft_model_dir), "model.preset": None, "model.tokenizer": None,
+        "model.preset_overrides": {}, "data.source": train, "dpo.select_source": select, "dpo.select_every": 2,
+        "optim.lr": 5e-2, "schedule.kind": "constant", "schedule.warmup_steps": 0, **extra})
+
+
+def test_the_final_model_is_the_step_with_the_best_held_out_preference_accuracy(world, sft_model_dir, tmp_path):
+    train, select = _split_pairs(world, tmp_path, reverse_held_out=False)
+    final = run_stage(_selecting_config(world, sft_model_dir, tmp_path / "dpo", train, select, steps=5))
+    sel = json.loads((tmp_path / "dpo" / "selection.json").read_text())
+    assert [h["step"] for h in sel["history"]] == [0, 2, 4, 5]  # before training, every 2 steps, the last
+    start = _alone_margins(sft_model_dir, select)
+    first = sel["history"][0]
+    assert first["pairs"] == 4 and first["accuracy"] == sum(m > 0 for m in start.values()) / 4
+    assert first["margin"] == pytest.approx(sum(start.values()) / 4, abs=1e-3)
+    best = max(h["accuracy"] for h in sel["history"])
+    assert sel["selected"] == next(h for h in sel["history"] if h["accuracy"] == best)  # the earliest of equals
+    # the final model is that step's: its margins on the held-out pairs are the ones recorded then
+    got = _alone_margins(final, select)
+    assert sum(got.values()) / 4 == pytest.approx(sel["selected"]["margin"], abs=1e-3)
+    assert sum(m > 0 for m in got.values()) / 4 == sel["selected"]["accuracy"]
+    summary = json.loads((tmp_path / "dpo" / "summary.json").read_text())
+    assert summary["selected_step"] == sel["selected"]["step"] and summary["step"] == 5
+
+
+def test_when_dpo_only_lowers_held_out_accuracy_the_final_model_is_the_starting_one(world, sft_model_dir, tmp_path):
+    from xgenmm.model import XGenMM
+
+    train, select = _split_pairs(world, tmp_path, reverse_held_out=True)
+    final = run_stage(_selecting_config(world, sft_model_dir, tmp_path / "dpo", train, select, steps=4))
+    sel = json.loads((tmp_path / "dpo" / "selection.json").read_text())
+    assert sel["history"][-1]["margin"] < sel["history"][0]["margin"]  # DPO did move the model, the wrong way here
+    assert sel["selected"]["step"] == 0
+    start, got = XGenMM.from_pretrained(sft_model_dir).state_dict(), XGenMM.from_pretrained(final).state_dict()
+    assert all(torch.equal(v, start[k]) for k, v in got.items())  # adapters back at zero: the merge changes nothing
+
+
+def test_a_resumed_selecting_stage_chooses_as_an_uninterrupted_one(world, sft_model_dir, tmp_path):
+    """Stopped after its step-2 checkpoint and resumed, the stage restores the evaluations and
+    the best step's weights from that checkpoint (the best, step 0, is never in memory again)."""
+    from xgenmm.model import XGenMM
+    from xgenmm.train.select import BEST_FILE
+
+    train, select = _split_pairs(world, tmp_path, reverse_held_out=True)
+    every = {"checkpoint.every_steps": 1, "checkpoint.keep_last": 1, "dpo.select_every": 1}
+    whole = run_stage(_selecting_config(world, sft_model_dir, tmp_path / "whole", train, select, steps=4, **every))
+    run_stage(_selecting_config(world, sft_model_dir, tmp_path / "parts", train, select, steps=2, **every))
+    assert (tmp_path / "parts" / "checkpoints" / "step-00000002" / BEST_FILE).is_file()
+    parts = run_stage(_selecting_config(world, sft_model_dir, tmp_path / "parts", train, select, steps=4, **every))
+    a, b = (json.loads((tmp_path / r / "selection.json").read_text()) for r in ("whole", "parts"))
+    assert [h["step"] for h in b["history"]] == [0, 1, 2, 3, 4]
+    assert b["selected"] == a["selected"] and a["selected"]["step"] == 0
+    for x, y in zip(a["history"], b["history"]):
+        assert x["accuracy"] == y["accuracy"] and x["margin"] == pytest.approx(y["margin"], abs=1e-5)
+    sa, sb = XGenMM.from_pretrained(whole).state_dict(), XGenMM.from_pretrained(parts).state_dict()
+    assert all(torch.equal(v, sb[k]) for k, v in sa.items())
+
+
+def test_selection_pairs_that_cannot_be_read_are_an_error_naming_the_file(world, sft_model_dir, tmp_path):
+    train, _ = _split_pairs(world, tmp_path, reverse_held_out=False)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "x", "prompt": "Is there a cat?"}) + "\n")  # no chosen / rejected
+    with pytest.raises(ValueError, match=f"dpo.select_source {bad}: no preference pair could be read"):
+        run_stage(_selecting_config(world, sft_model_dir, tmp_path / "dpo", train, str(bad), steps=2))

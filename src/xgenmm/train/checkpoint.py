@@ -95,8 +95,10 @@ def _fsync_dir(path: Path) -> None:
         pass
 
 
-def save(root: Path, step: int, d: Dist, model, optimizer, scheduler, loader, trainer: dict, keep_last: int) -> Path:
-    """Write checkpoint `step` atomically (collective: every rank calls it)."""
+def save(root: Path, step: int, d: Dist, model, optimizer, scheduler, loader, trainer: dict, keep_last: int,
+         extra=None) -> Path:
+    """Write checkpoint `step` atomically (collective: every rank calls it); `extra(dir)`, when
+    given, writes more files into it on rank 0 (the DPO selection's best weights)."""
     final = step_dir(root, step)
     tmp = root / f".{final.name}.tmp"
     if d.is_main:
@@ -113,6 +115,8 @@ def save(root: Path, step: int, d: Dist, model, optimizer, scheduler, loader, tr
         info = {**trainer, "step": step, "scheduler": scheduler.state_dict(), "world_size": d.world_size,
                 "strategy": d.strategy}
         (tmp / TRAINER_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        if extra is not None:
+            extra(tmp)
     parallel.barrier(d)
     if d.is_main:
         for f in tmp.iterdir():

@@ -91,6 +91,10 @@ class DPOSection:
     beta: float = 0.1  # strength of the KL anchor to the reference (the policy with adapters disabled)
     label_smoothing: float = 0.0  # conservative DPO: assumed rate of flipped preference labels
     sft_weight: float = 0.0  # weight of the chosen answer's per-token NLL added to the loss (RPO; TRL's rpo_alpha)
+    # Held-out preference pairs: the final model is the evaluated step (0, every select_every
+    # steps, the last) with the highest preference accuracy on them (train/select.py)
+    select_source: str | None = None
+    select_every: int = 5
 
 
 @dataclass
@@ -199,6 +203,7 @@ def _rebase(cfg: TrainConfig, base: Path) -> None:
     for name in ("tokenizer", "checkpoint", "vision_init", "lm_init"):
         setattr(cfg.model, name, rel(getattr(cfg.model, name), hub_ok=True))
     cfg.data.source = [rel(s) for s in cfg.data.source] if isinstance(cfg.data.source, list) else rel(cfg.data.source)
+    cfg.dpo.select_source = rel(cfg.dpo.select_source)
     cfg.run_dir = rel(cfg.run_dir)
 
 
@@ -301,6 +306,14 @@ def validate(cfg: TrainConfig, check_paths: bool = True) -> list[str]:
         p.append("dpo.beta: must be > 0")
     if not 0 <= cfg.dpo.label_smoothing < 0.5:
         p.append("dpo.label_smoothing: must be in [0, 0.5)")
+    if cfg.dpo.select_source:
+        if cfg.stage != "dpo":
+            p.append("dpo.select_source: only for the dpo stage (it chooses the step by preference accuracy)")
+        if cfg.dpo.select_every < 1:
+            p.append("dpo.select_every: must be >= 1")
+        if cfg.runtime.strategy == "fsdp":
+            p.append("dpo.select_source: not available with runtime.strategy fsdp (it keeps the best step's "
+                     "trainable weights whole on every rank); use single or ddp")
     r = cfg.runtime
     _choice(p, "runtime.device", r.device, ("auto", "cpu", "cuda"))
     _choice(p, "runtime.precision", r.precision, ("auto", "fp32", "bf16"))
@@ -333,6 +346,8 @@ def missing_paths(cfg: TrainConfig) -> list[str]:
             out.append(f"model.{name}: {ck}: no such model directory")
         elif ck and Path(ck).is_dir() and not (Path(ck) / "config.json").is_file():
             out.append(f"model.{name}: {ck}: not a model directory (no config.json)")
+    if cfg.dpo.select_source and not os.path.exists(cfg.dpo.select_source):
+        out.append(f"dpo.select_source: {cfg.dpo.select_source}: no such file")
     for src in cfg.data.source if isinstance(cfg.data.source, list) else [cfg.data.source]:
         s = str(src)
         if not s or "://" in s or s.startswith("pipe:"):

@@ -109,6 +109,11 @@ def _train(cfg: TrainConfig, d: parallel.Dist, hooks: Hooks) -> Path:
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.schedule)
     loader = build_data(cfg, processor, d.rank, d.world_size)
+    selector = None
+    if cfg.stage == "dpo" and cfg.dpo.select_source:
+        from .select import StepSelector
+
+        selector = StepSelector(cfg.dpo.select_source, processor, cfg.data.encode.max_length, cfg.data.batch.batch_size)
 
     # ---- resume ---------------------------------------------------------------------------
     step, trainer = 0, {"skipped_steps": 0, "tokens": 0, "samples": 0}
@@ -127,8 +132,12 @@ def _train(cfg: TrainConfig, d: parallel.Dist, hooks: Hooks) -> Path:
         trainer.update({k: info[k] for k in trainer if k in info})
         if d.is_main:
             log.info("resumed from %s (step %d)", latest, step)
+        if selector is not None and "selection" in info:
+            selector.load_from(info["selection"], latest)
     else:
         _seed_all(cfg.seed * 1000 + d.rank)  # dropout and any other draw, per rank
+    if selector is not None and not selector.history:
+        selector.consider(step, model)  # the model the stage starts from is a candidate too
 
     # ---- the loop ---------------------------------------------------------------------------
     tok = model.config.tokens
@@ -168,7 +177,10 @@ def _train(cfg: TrainConfig, d: parallel.Dist, hooks: Hooks) -> Path:
 
     def save_checkpoint() -> Path:
         trainer_info = {**trainer, "config": cfg.to_dict(), "model_config": model.config.to_dict()}
-        path = ckpt.save(ckpt_root, step, d, wrapped, optimizer, scheduler, loader, trainer_info, cfg.checkpoint.keep_last)
+        if selector is not None:
+            trainer_info["selection"] = selector.state()[0]
+        path = ckpt.save(ckpt_root, step, d, wrapped, optimizer, scheduler, loader, trainer_info, cfg.checkpoint.keep_last,
+                         extra=selector.save_into if selector is not None else None)
         if hooks.on_checkpoint:
             hooks.on_checkpoint(step, path)
         return path
@@ -257,6 +269,9 @@ def _train(cfg: TrainConfig, d: parallel.Dist, hooks: Hooks) -> Path:
         if keys:
             pairs = max(total_units, 1.0)
             metrics.update({k: v / pairs for k, v in zip(keys, reduced[5:])})
+        if selector is not None and (step % cfg.dpo.select_every == 0 or step == cfg.schedule.max_steps):
+            entry = selector.consider(step, model)
+            metrics.update({"select_accuracy": entry["accuracy"], "select_margin": entry["margin"]})
         if d.is_main and (step % cfg.logging.every_steps == 0 or step == cfg.schedule.max_steps):
             metrics["data"] = loader.stats().to_dict()
             logger.log(step, metrics)
@@ -272,16 +287,27 @@ def _train(cfg: TrainConfig, d: parallel.Dist, hooks: Hooks) -> Path:
     # ---- the end: last checkpoint, final model, curves ---------------------------------------
     if bar is not None:
         bar.close()
+    if selector is not None and selector.history[-1]["step"] != step:
+        selector.consider(step, model)  # the data ended before max_steps
     if last_saved != step:
         save_checkpoint()
     model.cache_image_tokens(False)  # the stage is over: drop the kept image tokens
+    selected = None
+    if selector is not None:
+        selected = selector.restore_best(model, step)
+        if d.is_main:
+            _write_text(run_dir / "selection.json", json.dumps(
+                {"source": cfg.dpo.select_source, "selected": selected, "history": selector.history}, indent=2) + "\n")
+            log.info("selection: the final model is step %d of %d (preference accuracy %.4f on %d held-out pairs; "
+                     "step %d: %.4f)", selected["step"], step, selected["accuracy"], selected["pairs"],
+                     selector.history[-1]["step"], selector.history[-1]["accuracy"])
     final = _write_final(cfg, d, model, wrapped, processor, run_dir)
     if d.is_main:
         stats = loader.stats() if loader.taken else (loader.last_epoch_stats or loader.stats())
         log.info("data (rank 0): %s", stats.summary())
         _write_text(run_dir / "summary.json", json.dumps(
             {"step": step, "final": str(final), "trainable": man["trainable"], "data_rank0": stats.to_dict(),
-             **trainer}, indent=2) + "\n")
+             **({"selected_step": selected["step"]} if selected is not None else {}), **trainer}, indent=2) + "\n")
         logger.close()
         if cfg.logging.plot:
             plot_curves(run_dir)

@@ -46,6 +46,21 @@ class NoPairsKept(ValueError):
 _OWN_FIELDS = {"id", "image", "images", "prompt", "chosen", "rejected", "margin", "conversations", "messages"}
 
 
+def pair_margins(model, pairs: list, pad_token_id: int) -> list[float]:
+    """Chosen-minus-rejected summed log-probability (nats) of each encoded pair (the Encoder's
+    output for a PreferenceSample) under `model`, as the DPO loss computes them; call it
+    under torch.no_grad() with the model in eval mode."""
+    from ..data.collate import pair_batch
+    from .losses import sequence_logps
+
+    device = next(model.parameters()).device
+    batch = pair_batch(pairs, pad_token_id)
+    batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    batch["pixel_values"] = [p.to(device) for p in batch["pixel_values"]]
+    logps, _ = sequence_logps(model, batch)
+    return (logps[0::2] - logps[1::2]).float().tolist()
+
+
 def _record(sample, raw, margin: float, image_dir: Path) -> dict:
     from .noise_pairs import image_field
 
@@ -64,14 +79,12 @@ def mine_pairs(cfg: MinePairsConfig, model=None, processor=None, progress: bool 
     ValueError) when none is below the margin."""
     from tqdm import tqdm
 
-    from ..data.collate import pair_batch
     from ..data.encode import EncodeConfig, Encoder
     from ..data.errors import SampleError, SkipStats
     from ..data.parse import parse_record
     from ..data.samples import PreferenceSample
     from ..data.sources import SourceConfig, open_source
     from ..model import XGenMM, XGenMMProcessor
-    from .losses import sequence_logps
 
     if cfg.batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
@@ -81,7 +94,6 @@ def mine_pairs(cfg: MinePairsConfig, model=None, processor=None, progress: bool 
         processor = XGenMMProcessor.from_pretrained(cfg.model)
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     source = open_source(SourceConfig(path=cfg.source, shuffle=False))
     stats = SkipStats()
     encoder = Encoder(processor, EncodeConfig(max_length=cfg.max_length), stats)
@@ -94,12 +106,8 @@ def mine_pairs(cfg: MinePairsConfig, model=None, processor=None, progress: bool 
     def flush() -> None:
         if not pending:
             return
-        batch = pair_batch([pair for _, _, pair in pending], processor.pad_token_id)
-        batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-        batch["pixel_values"] = [p.to(device) for p in batch["pixel_values"]]
-        logps, _ = sequence_logps(model, batch)
-        margins = (logps[0::2] - logps[1::2]).float().tolist()
-        for (sample, raw, _), margin in zip(pending, margins):
+        for (sample, raw, _), margin in zip(pending, pair_margins(model, [pair for _, _, pair in pending],
+                                                                  processor.pad_token_id)):
             counts["scored"] += 1
             counts["ranked_right"] += margin > 0
             if margin < cfg.max_margin:
