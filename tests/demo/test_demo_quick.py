@@ -66,6 +66,26 @@ def test_dpo_trains_on_the_pairs_its_starting_model_ranks_wrong_or_narrowly(quic
     assert all(r["margin"] < get_preset("quick").dpo_mine_margin for r in mined)
 
 
+def test_dpo_final_step_is_chosen_on_training_pairs_held_out_of_dpo(quick_run):
+    """The selection pairs are neither trained on nor the scorecard's held-out pairs; the
+    stage evaluated every select_every steps and its final model is the best of those."""
+    import json
+
+    from xgenmm.demo.presets import get_preset
+    from xgenmm.train.config import load_config
+
+    cfg = load_config(quick_run / "configs" / "dpo.yaml")
+    assert cfg.dpo.select_source == str(quick_run / "data" / "dpo_select.jsonl")
+    ids = lambda name: [json.loads(line)["id"] for line in (quick_run / "data" / name).read_text().splitlines()]  # noqa: E731
+    select, train, held = ids("dpo_select.jsonl"), ids("dpo_train.jsonl"), ids("dpo_heldout.jsonl")
+    assert len(select) == get_preset("quick").dpo_select and not set(select) & (set(train) | set(held))
+    sel = json.loads((quick_run / "stages" / "dpo" / "selection.json").read_text())
+    steps = [h["step"] for h in sel["history"]]
+    assert steps[0] == 0 and steps[-1] == cfg.schedule.max_steps and all(h["pairs"] == len(select) for h in sel["history"])
+    assert sel["selected"]["accuracy"] == max(h["accuracy"] for h in sel["history"])
+    assert json.loads((quick_run / "stages" / "dpo" / "summary.json").read_text())["selected_step"] == sel["selected"]["step"]
+
+
 def test_vision_tower_stays_frozen_after_its_own_stage(quick_run):
     import torch
 
@@ -170,7 +190,8 @@ def test_dpo_falls_back_to_every_training_pair_when_none_is_ranked_narrowly(quic
 
     run = tmp_path / "run"
     (run / "data").mkdir(parents=True)
-    shutil.copy(quick_run / "data" / "dpo_train.jsonl", run / "data" / "dpo_train.jsonl")
+    for name in ("dpo_train.jsonl", "dpo_select.jsonl"):
+        shutil.copy(quick_run / "data" / name, run / "data" / name)
     (run / "stages").mkdir()
     (run / "stages" / "sft_multi").symlink_to(quick_run / "stages" / "sft_multi")
     p = replace(get_preset("quick"), dpo_mine_margin=-1e9)

@@ -153,7 +153,11 @@ def write_stage_data(run: Path, world: Path, preset: DemoPreset, seed: int) -> N
         p["image"] = str((pairs_path.parent / p["image"]).resolve())
     random.Random(f"dpo-split/{seed}").shuffle(pairs)
     k = min(preset.dpo_heldout, len(pairs) // 4)
-    for name, rows in (("dpo_heldout.jsonl", pairs[:k]), ("dpo_train.jsonl", pairs[k:])):
+    s = min(preset.dpo_select, (len(pairs) - k) // 4)
+    splits = [("dpo_heldout.jsonl", pairs[:k]), ("dpo_train.jsonl", pairs[k + s:])]
+    if s:  # DPO's final step is chosen on these (SELECT_PAIRS)
+        splits.append(("dpo_select.jsonl", pairs[k:k + s]))
+    for name, rows in splits:
         write_text_atomic(data / name, "".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -169,6 +173,8 @@ def stage_config(stage: str, run: Path, preset: DemoPreset, seed: int, progress:
                  f"logging.progress={str(progress).lower()}"]
     if stage in preset.batch:
         overrides.append(f"data.batch.batch_size={preset.batch[stage]}")
+    if stage == "dpo" and preset.dpo_select:
+        overrides.append(f"dpo.select_source=./{SELECT_PAIRS}")
     overrides += list(preset.trainer_overrides.get(stage, []))
     cfg = load_config(path, overrides, check_paths=False, base_dir=run)
     if not Path(cfg.run_dir).resolve().is_relative_to(run):
@@ -195,6 +201,7 @@ def start_multi_image(run: Path, world: Path, preset: DemoPreset) -> Path:
 
 
 MINED_PAIRS = "data/dpo_mined.jsonl"  # configs/demo/dpo.yaml's data.source
+SELECT_PAIRS = "data/dpo_select.jsonl"  # with preset.dpo_select: DPO's dpo.select_source
 
 
 def mine_dpo_pairs(run: Path, cfg, p: DemoPreset, seed: int, progress: bool = True):
@@ -330,6 +337,14 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
         clear_stage(Path(cfg.run_dir), run / "eval" / stage)
         final = run_stage(cfg)
         curves[stage] = read_trainer_losses(Path(cfg.run_dir))
+        if (Path(cfg.run_dir) / "selection.json").is_file():
+            sel = json.loads((Path(cfg.run_dir) / "selection.json").read_text())
+            chosen, last = sel["selected"], sel["history"][-1]
+            run_notes.append(f"{stage}: the final model is step {chosen['step']} of {last['step']}, "
+                             f"the best of steps {', '.join(str(h['step']) for h in sel['history'])} on "
+                             f"{chosen['pairs']} held-out training pairs (preference accuracy {chosen['accuracy']:.3f}; "
+                             f"before DPO {sel['history'][0]['accuracy']:.3f}, last step {last['accuracy']:.3f}).")
+            print(run_notes[-1], flush=True)
         train_s = time.perf_counter() - t
         model, processor = XGenMM.from_pretrained(final), XGenMMProcessor.from_pretrained(final)
         scores = evaluate_stage(model, processor, stage, world, run / "eval" / stage, p.eval_batch, p.few_shot, progress)
