@@ -106,7 +106,7 @@ FULL = DemoPreset(
     vision=VisionPretrainConfig(max_steps=400),
     steps={"pretrain": 200, "sft_single": 1600, "sft_multi": 1000, "dpo": 20, "safety": 100},
     # Single-image SFT: 1,600 steps of 64 one-question rows (the world writes each question as
-    # a sample of its own, synth.datasets.SFT_ONE_QUESTION_PER_SAMPLE; about a quarter more
+    # a sample of its own, sft/single.json, synth.datasets.write_sft_single; about a quarter more
     # tokens a step than the 24 conversations of two or three questions before, which gave VQA
     # 0.945 / 0.895 for seeds 0 / 1 against 0.855 / 0.879 at 1,000 steps); a step costs what its
     # tokens do.
