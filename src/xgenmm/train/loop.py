@@ -178,7 +178,7 @@ def _train(cfg: TrainConfig, d: parallel.Dist, hooks: Hooks) -> Path:
     def save_checkpoint() -> Path:
         trainer_info = {**trainer, "config": cfg.to_dict(), "model_config": model.config.to_dict()}
         if selector is not None:
-            trainer_info["selection"] = selector.state()[0]
+            trainer_info["selection"] = selector.state()
         path = ckpt.save(ckpt_root, step, d, wrapped, optimizer, scheduler, loader, trainer_info, cfg.checkpoint.keep_last,
                          extra=selector.save_into if selector is not None else None)
         if hooks.on_checkpoint:

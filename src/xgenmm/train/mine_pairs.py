@@ -61,6 +61,24 @@ def pair_margins(model, pairs: list, pad_token_id: int) -> list[float]:
     return (logps[0::2] - logps[1::2]).float().tolist()
 
 
+def encode_pair(item, encoder, stats):
+    """(sample, raw record, encoded pair) of a source item, or None for a bad one (counted in
+    `stats` by reason)."""
+    from ..data.errors import SampleError
+    from ..data.parse import parse_record
+    from ..data.samples import PreferenceSample
+
+    try:
+        raw = item.record()
+        sample = parse_record(raw, item.id, item.resolve, stats=stats, kind="preference")
+        if not isinstance(sample, PreferenceSample):
+            raise SampleError("bad_record", item.id, "not a preference pair")
+        return sample, raw, encoder.encode(sample)
+    except SampleError as e:
+        stats.skip(e)
+        return None
+
+
 def _record(sample, raw, margin: float, image_dir: Path) -> dict:
     from .noise_pairs import image_field
 
@@ -80,9 +98,7 @@ def mine_pairs(cfg: MinePairsConfig, model=None, processor=None, progress: bool 
     from tqdm import tqdm
 
     from ..data.encode import EncodeConfig, Encoder
-    from ..data.errors import SampleError, SkipStats
-    from ..data.parse import parse_record
-    from ..data.samples import PreferenceSample
+    from ..data.errors import SkipStats
     from ..data.sources import SourceConfig, open_source
     from ..model import XGenMM, XGenMMProcessor
 
@@ -118,16 +134,11 @@ def mine_pairs(cfg: MinePairsConfig, model=None, processor=None, progress: bool 
         with torch.no_grad():
             for item in tqdm(source.iterate(0), desc="scoring pairs", unit="pair", disable=not progress):
                 counts["read"] += 1
-                try:
-                    raw = item.record()
-                    sample = parse_record(raw, item.id, item.resolve, stats=stats, kind="preference")
-                    if not isinstance(sample, PreferenceSample):
-                        raise SampleError("bad_record", item.id, "not a preference pair")
-                    pending.append((sample, raw, encoder.encode(sample)))
-                except SampleError as e:
-                    stats.skip(e)
+                got = encode_pair(item, encoder, stats)
+                if got is None:
                     counts["skipped"] += 1
                     continue
+                pending.append(got)
                 if len(pending) >= cfg.batch_size:
                     flush()
             flush()

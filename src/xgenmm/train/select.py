@@ -34,10 +34,9 @@ class StepSelector:
 
     def __init__(self, source: str, processor, max_length: int, batch_size: int = 16):
         from ..data.encode import EncodeConfig, Encoder
-        from ..data.errors import SampleError, SkipStats
-        from ..data.parse import parse_record
-        from ..data.samples import PreferenceSample
+        from ..data.errors import SkipStats
         from ..data.sources import SourceConfig, open_source
+        from .mine_pairs import encode_pair
 
         self.source, self.batch_size, self.pad = source, batch_size, processor.pad_token_id
         stats = SkipStats()
@@ -45,13 +44,9 @@ class StepSelector:
         self.pairs, read = [], 0
         for item in open_source(SourceConfig(path=source, shuffle=False)).iterate(0):
             read += 1
-            try:
-                sample = parse_record(item.record(), item.id, item.resolve, stats=stats, kind="preference")
-                if not isinstance(sample, PreferenceSample):
-                    raise SampleError("bad_record", item.id, "not a preference pair")
-                self.pairs.append(encoder.encode(sample))
-            except SampleError as e:
-                stats.skip(e)
+            got = encode_pair(item, encoder, stats)
+            if got is not None:
+                self.pairs.append(got[2])
         if not self.pairs:
             raise ValueError(f"dpo.select_source {source}: no preference pair could be read ({read} records; skipped by "
                              f"reason: {dict(stats.skipped)})")
@@ -101,8 +96,9 @@ class StepSelector:
         return self.best
 
     # ---- checkpoints -------------------------------------------------------------------------
-    def state(self) -> tuple[dict, dict[str, torch.Tensor]]:
-        return {"history": self.history, "best": self.best}, dict(self.best_state or {})
+    def state(self) -> dict:
+        """The evaluations, for a checkpoint's trainer.json (`save_into` writes the weights)."""
+        return {"history": self.history, "best": self.best}
 
     def save_into(self, directory: Path) -> None:
         from safetensors.torch import save_file
