@@ -228,9 +228,16 @@ def _selecting_config(world, sft_model_dir, run_dir, train, select, steps, **ext
         "optim.lr": 5e-2, "schedule.kind": "constant", "schedule.warmup_steps": 0, **extra})
 
 
-def test_the_final_model_is_the_step_with_the_best_held_out_preference_accuracy(world, sft_model_dir, tmp_path):
+ON_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=ON_CUDA)])
+def test_the_final_model_is_the_step_with_the_best_held_out_preference_accuracy(world, sft_model_dir, tmp_path, device):
+    """On a GPU (fp32, so that the margins recorded there and those recomputed here on the CPU
+    agree) the evaluations run on the device and the chosen adapters come back from it."""
     train, select = _split_pairs(world, tmp_path, reverse_held_out=False)
-    final = run_stage(_selecting_config(world, sft_model_dir, tmp_path / "dpo", train, select, steps=5))
+    final = run_stage(_selecting_config(world, sft_model_dir, tmp_path / "dpo", train, select, steps=5,
+                                        **{"runtime.device": device, "runtime.precision": "fp32"}))
     sel = json.loads((tmp_path / "dpo" / "selection.json").read_text())
     assert [h["step"] for h in sel["history"]] == [0, 2, 4, 5]  # before training, every 2 steps, the last
     start = _alone_margins(sft_model_dir, select)
