@@ -136,8 +136,8 @@ QUICK = replace(
     FULL,
     name="quick",
     # The same easy world, model and batches, small: the smoke test must show learning on the
-    # held-out questions within three minutes. 400 SFT steps of one-question samples (1:19-1:20
-    # on a 2-core AMD EPYC host) give colour 0.83 / 0.67 / 0.67 against chance 0.25 and VQA
+    # held-out questions within three minutes. 400 SFT steps of one-question samples (1:11
+    # on a 2-core AMD EPYC host, 1:59-2:10 on two cores of a Xeon host) give colour 0.83 / 0.67 / 0.67 against chance 0.25 and VQA
     # 0.61 / 0.64 / 0.60 against 0.28 for seeds 0 / 1 / 2 (0.44 / 0.44 / 0.50 with the earlier
     # conversations; 160 steps of those gave colour 0.29 and VQA 0.31 for seed 0, near chance).
     world_size=WorldSize(300, 30, 150, 800, 200, 120, 100, 24, 8, 16, 12, 8, 8, 20, 4, 8),
