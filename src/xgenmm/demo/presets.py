@@ -114,9 +114,10 @@ FULL = DemoPreset(
     dpo_heldout=400,
     # DPO's final step is the one of steps 0, 5, ..., 20 with the highest preference accuracy on
     # 200 training pairs held out of its training (dpo.select_source). Without it, 20 steps on
-    # the mined pairs overshot for some models: seed 0 went from saying "yes" to absent objects
-    # to saying "no" to present ones (POPE accuracy 0.705 -> 0.485, held-out preference accuracy
-    # 0.898 -> 0.893); with it, step 5 (0.715, 0.900). docs/demo-recipe.md for every seed.
+    # the mined pairs overshot for some models (multi-image SFT at 1e-3): seed 0 went from
+    # saying "yes" to absent objects to saying "no" to present ones (POPE accuracy 0.705 ->
+    # 0.485, held-out preference accuracy 0.898 -> 0.893); with it, step 5 (0.715, 0.900). With
+    # multi-image SFT at 7e-4 it chose steps 0 / 5 / 0 / 15 / 0. docs/demo-recipe.md.
     dpo_select=200,
     # Multi-image SFT: 1,000 steps over 8,000 multi-image conversations and the 4,000
     # single-image ones (`sft/single_conversations.json`: an image's two to four questions as
@@ -136,10 +137,11 @@ QUICK = replace(
     FULL,
     name="quick",
     # The same easy world, model and batches, small: the smoke test must show learning on the
-    # held-out questions within three minutes. 400 SFT steps of one-question samples (1:11
-    # on a 2-core AMD EPYC host, 1:59-2:10 on two cores of a Xeon host) give colour 0.83 / 0.67 / 0.67 against chance 0.25 and VQA
-    # 0.61 / 0.64 / 0.60 against 0.28 for seeds 0 / 1 / 2 (0.44 / 0.44 / 0.50 with the earlier
-    # conversations; 160 steps of those gave colour 0.29 and VQA 0.31 for seed 0, near chance).
+    # held-out questions within three minutes. 400 SFT steps of one-question samples (1:11 on
+    # a 2-core AMD EPYC host, 1:59-2:10 on two cores of a Xeon host) give colour 0.83 / 0.67 /
+    # 0.67 against chance 0.25 and VQA 0.61 / 0.64 / 0.60 against 0.28 for seeds 0 / 1 / 2
+    # (0.44 / 0.44 / 0.50 with the earlier conversations; 160 steps of those gave colour 0.29
+    # and VQA 0.31 for seed 0, near chance).
     world_size=WorldSize(300, 30, 150, 800, 200, 120, 100, 24, 8, 16, 12, 8, 8, 20, 4, 8),
     vision=VisionPretrainConfig(max_steps=100),
     steps={"pretrain": 20, "sft_single": 400, "sft_multi": 15, "dpo": 8, "safety": 8},

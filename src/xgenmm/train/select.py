@@ -97,8 +97,9 @@ class StepSelector:
 
     # ---- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict:
-        """The evaluations, for a checkpoint's trainer.json (`save_into` writes the weights)."""
-        return {"history": self.history, "best": self.best}
+        """The evaluations, for a checkpoint's trainer.json (`save_into` writes the weights; the
+        best entry is the history's first of the highest accuracy)."""
+        return {"history": self.history}
 
     def save_into(self, directory: Path) -> None:
         from safetensors.torch import save_file
@@ -110,7 +111,9 @@ class StepSelector:
         """Restore what `state` / `save_into` wrote with a checkpoint."""
         from safetensors.torch import load_file
 
-        self.history, self.best = list(info.get("history", [])), info.get("best")
+        self.history = list(info.get("history", []))
+        top = max((h["accuracy"] for h in self.history), default=None)
+        self.best = next((h for h in self.history if h["accuracy"] == top), None)
         path = directory / BEST_FILE
         if self.best is not None:
             if not path.is_file():
