@@ -45,6 +45,7 @@ def test_each_stage_config_is_kept_and_loads_for_a_rerun(quick_run):
         cfg = load_config(quick_run / "configs" / f"{stage}.yaml")
         assert (quick_run / "stages" / stage / "final" / "config.json").is_file()
         assert cfg.run_dir.endswith(f"stages/{stage}")
+        assert cfg.runtime.device == "cpu"  # `--device` defaults to cpu, the device the presets are budgeted for
     assert load_config(quick_run / "configs" / "dpo.yaml").lora.enabled
 
 

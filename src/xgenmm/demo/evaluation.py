@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..eval import evaluate, get_task
-from ..eval.harness import resolve_folder
+from ..eval.harness import resolve_folder, to_model_device
 from ..eval.report import write_text_atomic
 from ..eval.metrics import pope_answer
 from ..model.image_processing import load_image
@@ -113,8 +113,9 @@ def answer_logps(model, processor, prompts: list[str], images: list, answers: li
     input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
     attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
     label_t = torch.tensor([s + [-100] * (width - len(s)) for s in labels])
-    out = model(input_ids=input_ids, attention_mask=attention, pixel_values=enc["pixel_values"],
-                image_sizes=enc["image_sizes"], labels=label_t)
+    batch = to_model_device({"input_ids": input_ids, "attention_mask": attention, "pixel_values": enc["pixel_values"],
+                             "image_sizes": enc["image_sizes"]}, model)
+    out = model(**batch, labels=label_t.to(batch["input_ids"].device))
     target = out.labels[:, 1:]
     logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
     tok = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (target != -100)

@@ -233,14 +233,14 @@ def mine_dpo_pairs(run: Path, cfg, p: DemoPreset, seed: int, progress: bool = Tr
 def worked_example(model, processor, world: Path, seed: int) -> dict:
     """One held-out VQA question answered by the final model."""
     from ..eval import get_task
-    from ..eval.harness import resolve_folder
+    from ..eval.harness import resolve_folder, to_model_device
     from ..model.image_processing import load_image
 
     task = get_task("world_vqa")
     samples = task.read(resolve_folder(world, task.folder))
     s = random.Random(f"example/{seed}").choice([x for x in samples if x.meta.get("question_type") == "reading"] or samples)
     prompt = processor.apply_chat_template([{"role": "user", "content": "<image>\n" + s.question}])
-    enc = processor(text=[prompt], images=[[load_image(s.images[0])]], padding_side="left")
+    enc = to_model_device(processor(text=[prompt], images=[[load_image(s.images[0])]], padding_side="left"), model)
     model.eval()
     out = model.generate(**enc, max_new_tokens=16, eos_token_id=list(model.config.tokens.eos_token_ids))
     answer = processor.batch_decode(out, skip_special_tokens=True)[0].strip()
@@ -256,11 +256,29 @@ def clear_stage(run_dir: Path, eval_dir: Path) -> None:
             shutil.rmtree(d)
 
 
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def demo_device(device: str) -> str:
+    """The device every stage of the demo trains and evaluates on: cpu, cuda, or auto (cuda
+    when torch sees one, else cpu). The presets' budgets and the README's numbers are for cpu."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda: torch sees no CUDA device (torch.cuda.is_available() is False; a CPU "
+                         "build of torch, or no driver); run with device cpu")
+    return device
+
+
 def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", seed: int = 0, progress: bool = True,
-             stages: tuple[str, ...] = STAGES, world_preset: str | None = None, threads: int = 0) -> Scorecard:
+             stages: tuple[str, ...] = STAGES, world_preset: str | None = None, threads: int = 0,
+             device: str = "cpu") -> Scorecard:
     """Run the demo into `out`; returns the scorecard (also written to out/scorecard.*).
     `world_preset` replaces the preset's world difficulty (easy, standard, hard); `threads` > 0
-    sets torch's intra-op threads here and in every stage config (runtime.threads)."""
+    sets torch's intra-op threads here and in every stage config (runtime.threads); `device`
+    (`demo_device`) is where every stage trains and evaluates (runtime.device)."""
     from ..synth import generate_world
     from ..synth.corpus import build_world_tokenizer
     from ..train.loop import run_stage
@@ -268,10 +286,11 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
     p = get_preset(preset) if isinstance(preset, str) else preset
     if world_preset is not None:
         p = replace(p, world_preset=world_preset)
+    device = demo_device(device)  # before any work: a missing GPU fails here, not after the world is written
+    runtime = [f"runtime.device={device}"] + ([f"runtime.threads={threads}"] if threads else [])
     if threads:
         torch.set_num_threads(threads)
-        p = replace(p, trainer_overrides={s: [f"runtime.threads={threads}", *p.trainer_overrides.get(s, [])]
-                                          for s in TRAINER_STAGES})
+    p = replace(p, trainer_overrides={s: [*runtime, *p.trainer_overrides.get(s, [])] for s in TRAINER_STAGES})
     run = Path(out).resolve()
     run.mkdir(parents=True, exist_ok=True)
     world = run / "world"
@@ -313,7 +332,8 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
             held, train = items[:min(VISION_HELD_OUT, len(items) // 5)], items[min(VISION_HELD_OUT, len(items) // 5):]
             torch.manual_seed(seed)
             siglip = build_siglip(overrides["vision"]["hf_config"], tokenizer, p.vision)
-            res = pretrain_vision(siglip, train, held, manifest["world"], tokenizer, p.vision, progress=progress)
+            res = pretrain_vision(siglip, train, held, manifest["world"], tokenizer, p.vision, progress=progress,
+                                  device=device)
             curves["vision (sigmoid loss)"] = list(enumerate(res.losses, 1))
             model = initial_model(tokenizer, overrides, seed)
             copy_vision_tower(siglip, model)
@@ -346,7 +366,7 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
                              f"before DPO {sel['history'][0]['accuracy']:.3f}, last step {last['accuracy']:.3f}).")
             print(run_notes[-1], flush=True)
         train_s = time.perf_counter() - t
-        model, processor = XGenMM.from_pretrained(final), XGenMMProcessor.from_pretrained(final)
+        model, processor = XGenMM.from_pretrained(final, device=device), XGenMMProcessor.from_pretrained(final)
         scores = evaluate_stage(model, processor, stage, world, run / "eval" / stage, p.eval_batch, p.few_shot, progress)
         if stage in PREFERENCE_STAGES:
             pref = preference_scores(preference_records(model, processor, run / "data" / "dpo_heldout.jsonl",

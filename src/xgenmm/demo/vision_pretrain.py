@@ -179,15 +179,23 @@ def _batch(items: list, world: dict, cfg: VisionPretrainConfig, rng: random.Rand
     return pixels, encode_texts(tokenizer, [fact_text(f) for f in order], cfg.max_text_tokens), labels
 
 
+def _on(model: SiglipModel, tensors: tuple) -> tuple:
+    device = next(model.parameters()).device
+    return tuple(t.to(device) for t in tensors)
+
+
 def pretrain_vision(model: SiglipModel, train: list, held_out: list, world: dict, tokenizer,
-                    cfg: VisionPretrainConfig, progress: bool = True, on_step=None) -> VisionPretrainResult:
+                    cfg: VisionPretrainConfig, progress: bool = True, on_step=None,
+                    device: str | torch.device = "cpu") -> VisionPretrainResult:
     """Train `model` on `train` = [(pixel tensor [3, S, S], set of facts)] for the budget of
-    `cfg`; measure on `held_out`. `on_step(step, loss)` is called after each step."""
+    `cfg` on `device` (the model is moved there); measure on `held_out`. `on_step(step, loss)`
+    is called after each step."""
     if not train:
         raise ValueError("vision pretraining: no training images")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     rng = random.Random(f"vision-pretrain/{cfg.seed}")
+    model.to(device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
     model.train()
@@ -202,7 +210,7 @@ def pretrain_vision(model: SiglipModel, train: list, held_out: list, world: dict
             order += more
         items = [train[i] for i in order[: cfg.batch_images]]
         del order[: cfg.batch_images]
-        pixels, ids, labels = _batch(items, world, cfg, rng, tokenizer)
+        pixels, ids, labels = _on(model, _batch(items, world, cfg, rng, tokenizer))
         out = model(input_ids=ids, pixel_values=pixels)
         loss = sigmoid_loss(out.logits_per_image, labels)
         opt.zero_grad(set_to_none=True)
@@ -234,7 +242,7 @@ def measure(model: SiglipModel, held_out: list, world: dict, tokenizer, cfg: Vis
     right = total = wins = duels = 0
     for b in range(0, len(held_out), cfg.batch_images):
         items = held_out[b : b + cfg.batch_images]
-        pixels, ids, labels = _batch(items, world, cfg, rng, tokenizer)
+        pixels, ids, labels = _on(model, _batch(items, world, cfg, rng, tokenizer))
         logits = model(input_ids=ids, pixel_values=pixels).logits_per_image
         right += int(((logits > 0).float() == labels).sum())
         total += labels.numel()

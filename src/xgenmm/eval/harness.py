@@ -160,7 +160,8 @@ def _prompt(task: Task, proc, sample: Sample, images: list, shots: int | None,
     return text + IMAGE_TOKEN * len(images) + task.base_prompt(sample), all_images + images
 
 
-def _to_device(batch: dict, model) -> dict:
+def to_model_device(batch: dict, model) -> dict:
+    """A processor batch's tensors on the model's device, the images in its vision encoder's dtype."""
     param = next(model.parameters())
     vision_dtype = next(model.vision_encoder.parameters()).dtype if hasattr(model, "vision_encoder") else param.dtype
     return {
@@ -173,7 +174,7 @@ def _to_device(batch: dict, model) -> dict:
 
 @torch.no_grad()
 def _generate(model, proc, prompts: list[str], images: list[list], max_new_tokens: int, base: bool) -> list[str]:
-    batch = _to_device(proc(text=prompts, images=images, padding_side="left", convention="base" if base else "instruct"), model)
+    batch = to_model_device(proc(text=prompts, images=images, padding_side="left", convention="base" if base else "instruct"), model)
     eos = list(model.config.tokens.eos_token_ids)
     if base:  # a base model ends an answer with <|endofchunk|>
         eos = sorted({*eos, proc.endofchunk_token_id, proc.end_token_id})
@@ -202,7 +203,7 @@ def _option_choice(model, proc, prompts: list[str], images: list[list], options:
         input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
         attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
         labels = torch.tensor([s + [-100] * (width - len(s)) for s in labs])
-        batch = _to_device({"input_ids": input_ids, "attention_mask": attention, "pixel_values": enc["pixel_values"],
+        batch = to_model_device({"input_ids": input_ids, "attention_mask": attention, "pixel_values": enc["pixel_values"],
                             "image_sizes": enc["image_sizes"]}, model)
         out = model(**batch, labels=labels.to(batch["input_ids"].device))
         target = out.labels[:, 1:]
