@@ -191,3 +191,35 @@ def test_instruct_prompt_is_the_chat_template_with_one_image_tag_per_image(world
     text, images = _prompt(task, proc, sample, ["im"], None, None)
     assert images == ["im"]
     assert text.endswith("<|user|>\n<image>\nWhat colour is the image?<|end|>\n<|assistant|>\n")
+
+
+def test_beam_search_runs_under_its_own_name_and_decodes_as_the_model_does(world, squash_model, tmp_path):
+    """`num_beams` > 1 (OpenFlamingo's base-model decoding: 3 beams, length penalty 0) gives
+    each sample what `generate(num_beams=3)` gives its prompt, is recorded in the results and
+    the table, and runs under its own name, so that it never resumes a greedy run's predictions."""
+    import torch
+
+    from xgenmm.eval.harness import _Demonstrations as Demos
+    from xgenmm.eval.harness import _load_images
+    from xgenmm.eval.report import markdown_table
+
+    model, proc = squash_model
+    greedy = evaluate(model, proc, "world_vqa", world, shots=2, limit=3, max_new_tokens=4, out_dir=tmp_path, progress=False)
+    beams = evaluate(model, proc, "world_vqa", world, shots=2, limit=3, max_new_tokens=4, out_dir=tmp_path, progress=False,
+                     num_beams=3, length_penalty=0.0)
+    assert greedy["num_beams"] == 1 and greedy["length_penalty"] is None
+    assert beams["num_beams"] == 3 and beams["length_penalty"] == 0.0 and beams["resumed"] == 0
+    assert (tmp_path / "world_vqa_2shot_beams3_lp0" / "predictions.jsonl").is_file()
+    assert "| world_vqa | 2, 3 beams |" in markdown_table([beams])
+    task = get_task("world_vqa")
+    folder = resolve_folder(world, task.folder)
+    sample = task.read(folder)[0]
+    text, images = _prompt(task, proc, sample, _load_images(sample)[0], 2, Demos(task, folder, 0))
+    batch = proc(text=[text], images=[images], padding_side="left", convention="base")
+    eos = sorted({*model.config.tokens.eos_token_ids, proc.endofchunk_token_id, proc.end_token_id})
+    with torch.no_grad():
+        out = model.generate(**batch, max_new_tokens=4, eos_token_id=eos, num_beams=3, length_penalty=0.0)
+    record = json.loads((tmp_path / "world_vqa_2shot_beams3_lp0" / "predictions.jsonl").read_text().splitlines()[0])
+    assert record["id"] == sample.id and record["prediction"] == proc.batch_decode(out, skip_special_tokens=True)[0]
+    with pytest.raises(ValueError, match="num_beams"):
+        evaluate(model, proc, "world_vqa", world, limit=1, num_beams=0, progress=False)

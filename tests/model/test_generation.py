@@ -1,6 +1,7 @@
 """Generation: the KV cache changes nothing, a batch gives what each sample gives alone,
 rows stop on the end token, sampling is reproducible with a seed."""
 
+import pytest
 import torch
 
 from tests.conftest import make_image
@@ -195,3 +196,52 @@ def test_the_kv_cache_goes_by_the_name_the_lm_takes(tiny_model, tiny_processor, 
         by_row = tiny_model.generate(**batch, max_new_tokens=4, eos_token_id=[])
     assert [str(w.message) for w in caught if "past_key_values" in str(w.message)] == []
     assert torch.equal(flat, by_row)
+
+
+def _text_batch(processor, texts):
+    enc = processor.tokenizer(texts, padding=True, return_tensors="pt", padding_side="left")
+    return enc["input_ids"], enc["attention_mask"]
+
+
+@pytest.mark.parametrize("length_penalty,early_stopping", [(0.0, False), (1.0, False), (-2.0, False), (1.0, True)])
+def test_beam_search_gives_the_library_s_beam_search(tiny_model, tiny_processor, length_penalty, early_stopping):
+    """num_beams=3 on text prompts of three lengths gives, token for token, what Hugging Face's
+    `generate(num_beams=3)` gives with the same LM (its length penalty and early stopping),
+    with end tokens that some beams reach and others do not."""
+    ids, mask = _text_batch(tiny_processor, ["how many shapes are there?", "what colour", "is there a green triangle in it?"])
+    free = tiny_model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=7, eos_token_id=[])
+    ends = sorted({int(free[0, 2]), int(free[2, 4])})  # tokens the greedy rows reach: some hypotheses end early
+    pad = tiny_model.config.tokens.pad_token_id
+    kw = dict(max_new_tokens=7, num_beams=3, length_penalty=length_penalty, early_stopping=early_stopping)
+    ours = tiny_model.generate(input_ids=ids, attention_mask=mask, eos_token_id=ends, **kw)
+    lib = tiny_model.lang_model.generate(input_ids=ids, attention_mask=mask, do_sample=False, eos_token_id=ends,
+                                         pad_token_id=pad, **kw)[:, ids.shape[1]:]
+    assert torch.equal(ours, lib), (ours, lib)
+    assert any(t in ends for t in ours.flatten().tolist())
+
+
+def test_one_beam_is_greedy_and_beams_keep_the_likeliest_sequence(tiny_model, tiny_processor):
+    texts, images = zip(*prompts(tiny_processor))
+    batch = tiny_processor(list(texts), list(images))
+    greedy = tiny_model.generate(**batch, max_new_tokens=6, eos_token_id=[])
+    assert torch.equal(tiny_model.generate(**batch, max_new_tokens=6, eos_token_id=[], num_beams=1), greedy)
+    beams = tiny_model.generate(**batch, max_new_tokens=6, eos_token_id=[], num_beams=4, length_penalty=0.0)
+    assert beams.shape == greedy.shape
+
+    def logp(tokens):  # summed log-probability of each row's continuation, recomputed in one forward
+        ids = torch.cat((batch["input_ids"], tokens), 1)
+        am = torch.cat((batch["attention_mask"], torch.ones_like(tokens)), 1)
+        out = tiny_model(input_ids=ids, attention_mask=am, pixel_values=batch["pixel_values"],
+                         image_sizes=batch["image_sizes"])
+        lp = torch.log_softmax(out.logits[:, -tokens.shape[1] - 1:-1].float(), -1)
+        return lp.gather(-1, tokens[..., None]).squeeze(-1).sum(1)
+
+    # with images, every row: beam search keeps a sequence at least as likely as the greedy one here
+    assert (logp(beams) >= logp(greedy) - 1e-4).all()
+
+
+def test_beam_search_refuses_what_it_does_not_do(tiny_model, tiny_processor):
+    ids, mask = _text_batch(tiny_processor, ["what colour"])
+    for kw in ({"num_beams": 0}, {"num_beams": 2, "do_sample": True}, {"num_beams": 2, "output_logits": True}):
+        with pytest.raises(ValueError, match="num_beams|beam search"):
+            tiny_model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=3, **kw)

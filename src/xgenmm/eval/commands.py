@@ -27,6 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mc-scoring", choices=MC_SCORINGS, default=None,
                    help="multiple choice: read the generated letter, or pick the most likely option (default: per task)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="override the task's generation budget")
+    p.add_argument("--num-beams", type=int, default=1,
+                   help="beam search with this many beams (default 1: greedy); OpenFlamingo's evaluation of base "
+                   "models uses 3, with --length-penalty 0 and --max-new-tokens 5 (VQA) or 20 (captions)")
+    p.add_argument("--length-penalty", type=float, default=1.0,
+                   help="beam search: a finished sequence scores its summed log-probability / length**this "
+                   "(Hugging Face's meaning; default 1.0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.set_defaults(func=_eval)
 
@@ -52,6 +58,8 @@ def _eval(args) -> int:
         return 0
     tasks = [get_task(n.strip()) for n in args.task.split(",") if n.strip()]  # unknown names fail before loading
     shots = _parse_shots(args.shots)
+    if args.num_beams < 1:
+        raise ValueError(f"--num-beams must be a positive integer, got {args.num_beams}")
     if args.text_demos < 0:
         raise ValueError(f"--text-demos must be a non-negative integer, got {args.text_demos}")
     if args.text_demos and 0 not in shots:
@@ -75,7 +83,8 @@ def _eval(args) -> int:
                 continue
             results.append(evaluate(model, processor, task, args.data, shots=k, batch_size=args.batch_size,
                                     limit=args.limit, out_dir=args.out, seed=args.seed, demos=args.demos, mc_scoring=args.mc_scoring,
-                                    max_new_tokens=args.max_new_tokens, text_demos=args.text_demos if k == 0 else 0))
+                                    max_new_tokens=args.max_new_tokens, text_demos=args.text_demos if k == 0 else 0,
+                                    num_beams=args.num_beams, length_penalty=args.length_penalty))
     write_report(Path(args.out), results)
     print(markdown_table(results), end="")
     print(f"results: {Path(args.out) / 'results.json'}, {Path(args.out) / 'results.md'}")

@@ -173,12 +173,14 @@ def to_model_device(batch: dict, model) -> dict:
 
 
 @torch.no_grad()
-def _generate(model, proc, prompts: list[str], images: list[list], max_new_tokens: int, base: bool) -> list[str]:
+def _generate(model, proc, prompts: list[str], images: list[list], max_new_tokens: int, base: bool,
+              num_beams: int = 1, length_penalty: float = 1.0) -> list[str]:
     batch = to_model_device(proc(text=prompts, images=images, padding_side="left", convention="base" if base else "instruct"), model)
     eos = list(model.config.tokens.eos_token_ids)
     if base:  # a base model ends an answer with <|endofchunk|>
         eos = sorted({*eos, proc.endofchunk_token_id, proc.end_token_id})
-    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos)
+    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos, num_beams=num_beams,
+                         length_penalty=length_penalty)
     return proc.batch_decode(out, skip_special_tokens=True)
 
 
@@ -217,7 +219,7 @@ def _option_choice(model, proc, prompts: list[str], images: list[list], options:
 def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: int | None = None, batch_size: int = 8,
              limit: int | None = None, out_dir: str | Path | None = None, seed: int = 0, mc_scoring: str | None = None,
              max_new_tokens: int | None = None, progress: bool = True, demos: str = "random",
-             text_demos: int = 0) -> dict:
+             text_demos: int = 0, num_beams: int = 1, length_penalty: float = 1.0) -> dict:
     """Evaluate `model` on one task and return its results: {"task", "shots", "metrics",
     "samples", "scored", "skipped": {reason: count}, "samples_per_s", ...}.
 
@@ -226,7 +228,10 @@ def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: i
     or (`demos="similar"`) those whose question is most like the sample's. shots=0 with
     `text_demos=n`: the prompt leads with n demonstrations' text and no image, as
     OpenFlamingo's zero-shot evaluation does (n=2), to show a base model the answer's form.
-    With `out_dir`, predictions go to out_dir/<task>[_<k>shot][_text<n>][_similar]/predictions.jsonl (an
+    Generation is greedy; `num_beams` > 1 is beam search with `length_penalty` (Hugging Face's
+    meaning; OpenFlamingo's evaluation decodes with 3 beams, length penalty 0, at most 5 new
+    tokens for VQA and 20 for captions).
+    With `out_dir`, predictions go to out_dir/<task>[_<k>shot][_text<n>][_similar][_beams<b>_lp<p>]/predictions.jsonl (an
     existing file is resumed: samples already there are not run again) beside results.json.
     Unreadable images skip their sample (counted in "skipped").
     """
@@ -250,9 +255,12 @@ def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: i
         raise ValueError(f"text_demos must be a non-negative integer, got {text_demos!r}")
     if text_demos and shots != 0:
         raise ValueError(f"text_demos leads 0-shot prompts only (shots=0), got shots={shots!r}")
+    if not isinstance(num_beams, int) or num_beams < 1:
+        raise ValueError(f"num_beams must be a positive integer, got {num_beams!r}")
     drawing = bool(shots or text_demos)
     pool = _Demonstrations(task, folder, seed, demos) if drawing else None
     name = run_name(task, shots) + (f"_text{text_demos}" if text_demos else "") + ("_similar" if drawing and demos == "similar" else "")
+    name += f"_beams{num_beams}_lp{length_penalty:g}" if num_beams > 1 else ""  # a resumed run decodes as it began
     pred_path = Path(out_dir) / name / "predictions.jsonl" if out_dir is not None else None
     done = _load_done(pred_path) if pred_path else {}
     done = {k: v for k, v in done.items() if k in by_id}
@@ -282,7 +290,8 @@ def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: i
                     texts = [s.options[letters(len(s.options)).index(c)] for s, c in zip(batch, choices)]
                 else:
                     choices = [None] * len(batch)
-                    texts = _generate(model, processor, prompts, images, max_new_tokens or task.max_new_tokens, shots is not None)
+                    texts = _generate(model, processor, prompts, images, max_new_tokens or task.max_new_tokens, shots is not None,
+                                      num_beams, length_penalty)
                 for s, text, choice in zip(batch, texts, choices):
                     new.append(score_sample(task, s, text, choice))
                 ran += len(batch)
@@ -319,6 +328,8 @@ def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: i
         "seed": seed,
         "demos": demos if drawing else None,
         "text_demos": text_demos if shots == 0 else None,
+        "num_beams": num_beams,
+        "length_penalty": length_penalty if num_beams > 1 else None,
     }
     if pred_path:
         result["predictions"] = str(pred_path)

@@ -42,6 +42,19 @@ class PreallocatedLayer(DynamicLayer):
         self.keys, self.values = self._kbuf[..., :n, :], self._vbuf[..., :n, :]
         return self.keys, self.values
 
+    def reorder_cache(self, beam_idx: torch.Tensor) -> None:
+        """Rows `beam_idx` of the cache, in that order (beam search; the row count may change),
+        kept in a buffer of the same capacity."""
+        if self._kbuf is None or not self._owns_views():
+            return super().reorder_cache(beam_idx)
+        idx, n = beam_idx.to(self._kbuf.device), self._length
+        kbuf = self._kbuf.new_empty((len(idx), *self._kbuf.shape[1:]))
+        vbuf = self._vbuf.new_empty((len(idx), *self._vbuf.shape[1:]))
+        kbuf[..., :n, :] = self._kbuf[..., :n, :].index_select(0, idx)
+        vbuf[..., :n, :] = self._vbuf[..., :n, :].index_select(0, idx)
+        self._kbuf, self._vbuf = kbuf, vbuf
+        self.keys, self.values = kbuf[..., :n, :], vbuf[..., :n, :]
+
     def _owns_views(self) -> bool:
         return (self._kbuf is not None and self.keys.dim() == 4 and self.keys.data_ptr() == self._kbuf.data_ptr()
                 and self.keys.shape[:-2] == self._kbuf.shape[:-2] and self.keys.shape[-2] == self._length)
@@ -199,12 +212,22 @@ def generate(
     use_cache: bool = True,
     generator: torch.Generator | None = None,
     output_logits: bool = False,
+    num_beams: int = 1,
+    length_penalty: float = 1.0,
+    early_stopping: bool = False,
 ):
     """Returns the new tokens [B, n] (rows that stopped early are filled with the pad id);
-    with output_logits=True, also the raw logits of every step [B, n, V]."""
+    with output_logits=True, also the raw logits of every step [B, n, V]. num_beams > 1:
+    beam search (`beam_search`, Hugging Face's with `length_penalty` and `early_stopping`);
+    each row's best sequence."""
     tok = model.config.tokens
     eos = tok.eos_token_ids if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id)
     pad = tok.pad_token_id if pad_token_id is None else pad_token_id
+    if not isinstance(num_beams, int) or num_beams < 1:
+        raise ValueError(f"num_beams must be a positive integer, got {num_beams!r}")
+    if num_beams > 1 and (do_sample or output_logits or not use_cache):
+        raise ValueError("beam search (num_beams > 1) decodes with the KV cache, without sampling and without "
+                         "output_logits")
     fused = model.fuse_inputs(input_ids, attention_mask, pixel_values, image_sizes)
     embeds, mask = _left_align(fused)
     decoder = model.lang_model.get_decoder()
@@ -212,6 +235,12 @@ def generate(
     embed = model.lang_model.get_input_embeddings()
     b = embeds.shape[0]
     positions = (mask.cumsum(1) - 1).clamp_(min=0)
+    if num_beams > 1:
+        with skinny_linears(model.lang_model):
+            last, cache = _prefill(decoder, embeds, mask, positions,
+                                   lambda: new_cache(model.lang_model.config, embeds.shape[1] + max_new_tokens))
+            return beam_search(decoder, head, embed, last, cache, mask, positions, max_new_tokens, num_beams,
+                               length_penalty, early_stopping, eos, pad)
     cache = None
     done = torch.zeros(b, dtype=torch.bool, device=embeds.device)
     eos_t = torch.as_tensor(eos, device=embeds.device)
@@ -251,3 +280,72 @@ def generate(
     if output_logits:
         return tokens, torch.stack(out_logits, 1)
     return tokens
+
+
+def beam_search(decoder, head, embed, last: torch.Tensor, cache: Cache, mask: torch.Tensor, positions: torch.Tensor,
+                max_new_tokens: int, num_beams: int, length_penalty: float, early_stopping: bool, eos: list[int],
+                pad: int) -> torch.Tensor:
+    """Beam search from prefilled prompts (`last`: each row's last hidden state, `cache` its KV
+    cache, `mask` / `positions` its left-padded attention mask and positions) as Hugging Face's
+    `generate(num_beams=K)` runs it (transformers 5): every step keeps the 2K best continuations
+    of the K beams by summed log-probability; one that ends on an end token among the K best
+    is a finished hypothesis scored sum / length**length_penalty (its length counts the end
+    token), the other K go on; a row stops once no running beam can beat its K finished ones
+    (early_stopping=False: judged at the current length; True: as soon as K are finished); at
+    `max_new_tokens` the K best continuations finish. Returns each row's best hypothesis [B, n],
+    filled with `pad` after its end."""
+    b, k = last.shape[0], num_beams
+    dev = last.device
+    eos_t = torch.as_tensor(eos, device=dev, dtype=torch.long)
+    keep = max(2, 1 + len(eos)) * k
+    top_k_mask = torch.arange(keep, device=dev) < k
+    big = -1.0e9
+    rows = torch.arange(b, device=dev).repeat_interleave(k)
+    cache.reorder_cache(rows)  # each prompt's cache, once per beam
+    last, mask, positions = last[rows], mask[rows], positions[rows]
+    running = torch.full((b, k, max_new_tokens), pad, dtype=torch.long, device=dev)
+    running_scores = torch.zeros(b, k, device=dev)
+    running_scores[:, 1:] = big  # only the first beam expands at the first step
+    done_seqs = running.clone()
+    done_scores = torch.full((b, k), big, device=dev)
+    done_lens = torch.zeros(b, k, dtype=torch.long, device=dev)
+    finished = torch.zeros(b, k, dtype=torch.bool, device=dev)
+    open_rows = torch.ones(b, 1, dtype=torch.bool, device=dev)  # a running beam may still beat the finished ones
+    offset = (torch.arange(b, device=dev) * k)[:, None]
+    for t in range(max_new_tokens):
+        logp = torch.log_softmax(head(last).float(), dim=-1)
+        vocab = logp.shape[-1]
+        total = (logp.view(b, k, vocab) + running_scores[..., None]).view(b, k * vocab)
+        top_scores, top_idx = torch.topk(total, keep, dim=-1)
+        parent, token = top_idx // vocab, top_idx % vocab
+        cand = torch.gather(running, 1, parent[..., None].expand(b, keep, max_new_tokens)).clone()
+        cand[:, :, t] = token
+        ends = torch.isin(token, eos_t) | (t + 1 == max_new_tokens)
+        # the K best continuations that do not end run on
+        go_scores = top_scores + ends.float() * big
+        nxt = torch.topk(go_scores, k, dim=-1).indices
+        running = torch.gather(cand, 1, nxt[..., None].expand(b, k, max_new_tokens))
+        running_scores = torch.gather(go_scores, 1, nxt)
+        beam_parent = torch.gather(parent, 1, nxt)
+        # those among the K best that end are finished hypotheses, if they beat the finished ones
+        just = ends & top_k_mask[None]
+        scored = top_scores / float(t + 1) ** length_penalty
+        blocked = ~open_rows | (finished.all(1, keepdim=True) & early_stopping)
+        scored = scored + blocked.float() * big + (~just).float() * big
+        merged = torch.topk(torch.cat((done_scores, scored), 1), k, dim=-1).indices
+        done_seqs = torch.gather(torch.cat((done_seqs, cand), 1), 1, merged[..., None].expand(b, k, max_new_tokens))
+        done_scores = torch.gather(torch.cat((done_scores, scored), 1), 1, merged)
+        done_lens = torch.gather(torch.cat((done_lens, torch.full_like(token, t + 1)), 1), 1, merged)
+        finished = torch.gather(torch.cat((finished, just), 1), 1, merged)
+        best_running = running_scores[:, :1] / float(t + 1) ** length_penalty
+        worst_done = torch.where(finished, done_scores.min(1, keepdim=True).values, torch.full_like(done_scores, big))
+        open_rows = open_rows & (best_running > worst_done).any(-1, keepdim=True)
+        if not bool(open_rows.any()) or bool(ends.all()) or (early_stopping and bool(finished.all())):
+            break
+        cache.reorder_cache((beam_parent + offset).view(-1))
+        mask = torch.cat((mask, mask.new_ones(b * k, 1)), 1)
+        positions = torch.cat((positions, positions[:, -1:] + 1), 1)
+        last = decoder(inputs_embeds=embed(running[:, :, t].reshape(-1))[:, None], attention_mask=mask[:, None, None, :].bool(),
+                       position_ids=positions[:, -1:], **_cache(decoder, cache), use_cache=True).last_hidden_state[:, -1]
+    best = done_seqs[:, 0]
+    return best[:, :int(done_lens[:, 0].max())]
