@@ -16,6 +16,21 @@ def test_generate_prints_an_answer(tiny_model, tiny_processor, tmp_path, capsys)
     assert capsys.readouterr().out.strip() != ""
 
 
+def test_generate_with_beams_prints_the_best_beam(tiny_model, tiny_processor, tmp_path, capsys):
+    import torch
+
+    tiny_model.save_pretrained(tmp_path / "m", processor=tiny_processor)
+    make_image(90, 60).save(tmp_path / "a.png")
+    rc = main(["generate", "--model", str(tmp_path / "m"), "--image", str(tmp_path / "a.png"), "--prompt", "what colour?",
+               "--max-new-tokens", "5", "--num-beams", "3", "--length-penalty", "0"])
+    assert rc == 0
+    prompt = tiny_processor.apply_chat_template([{"role": "user", "content": "<image>\nwhat colour?"}])
+    batch = tiny_processor(prompt, [make_image(90, 60)])
+    with torch.no_grad():
+        out = tiny_model.generate(**batch, max_new_tokens=5, num_beams=3, length_penalty=0.0)
+    assert capsys.readouterr().out.strip() == tiny_processor.batch_decode(out)[0].strip()
+
+
 def test_generate_names_a_missing_image(tiny_model, tiny_processor, tmp_path, capsys):
     tiny_model.save_pretrained(tmp_path / "m", processor=tiny_processor)
     rc = main(["generate", "--model", str(tmp_path / "m"), "--image", str(tmp_path / "nope.png"), "--prompt", "hi"])

@@ -15,6 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     g.add_argument("--temperature", type=float, default=1.0)
     g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (default 1: greedy)")
+    g.add_argument("--length-penalty", type=float, default=1.0,
+                   help="beam search: a finished answer scores its summed log-probability / length**this")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--raw", action="store_true", help="use the prompt as is, without the chat template")
     g.add_argument("--base", action="store_true", help="base-model convention: `<image>` + placeholders")
@@ -53,7 +56,8 @@ def _generate(args) -> int:
     batch = processor(prompt, images or None, convention="base" if args.base else "instruct")
     gen = torch.Generator().manual_seed(args.seed)
     out = model.generate(**batch, max_new_tokens=args.max_new_tokens, do_sample=args.sample,
-                         temperature=args.temperature, top_p=args.top_p, generator=gen)
+                         temperature=args.temperature, top_p=args.top_p, generator=gen, num_beams=args.num_beams,
+                         length_penalty=args.length_penalty)
     print(processor.batch_decode(out)[0])
     return 0
 
