@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        # Bad input: a clear one-line error, no traceback (use -v for one).
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, KeyError) as e:
+        # Bad input (a value, or a path that is missing or of the wrong kind): a clear one-line
+        # error, no traceback (use -v for one).
         if args.verbose:
             raise
         print(f"xgenmm {args.command}: error: {e}", file=sys.stderr)

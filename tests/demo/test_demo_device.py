@@ -1,4 +1,5 @@
-"""`xgenmm demo --device`: where every stage trains and evaluates. cpu by default (the presets'
+"""`xgenmm demo --device`: where every stage trains and evaluates, and the other options checked
+before any work. cpu by default (the presets'
 budgets are for it); auto picks cuda when torch sees one; cuda without a CUDA device fails
 before anything is written. The cuda case runs the quick preset on the GPU (skipped without
 one; run on a GPU machine with `pytest tests -k cuda`)."""
@@ -47,3 +48,14 @@ def test_quick_demo_runs_every_stage_on_cuda(tmp_path):
     assert sft["world_vqa/colour"] >= 2 * chance["world_vqa/colour"], sft
     assert sft["world_vqa"] >= chance["world_vqa"] + 0.1, sft
     assert json.loads((out / "example.json").read_text())["answer"]
+
+
+def test_bad_threads_or_a_file_as_run_directory_fail_before_any_work(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("not a run")
+    assert main(["demo", "--preset", "quick", "--out", str(afile), "--no-progress"]) == 1
+    assert f"the run directory {afile} is a file" in capsys.readouterr().err
+    assert afile.read_text() == "not a run"
+    out = tmp_path / "run"
+    assert main(["demo", "--preset", "quick", "--threads", "-2", "--out", str(out), "--no-progress"]) == 1
+    assert "threads must be 0" in capsys.readouterr().err and not out.exists()

@@ -41,3 +41,12 @@ def test_convert_import_then_export(tmp_path, capsys):
     assert main(["convert", "import", str(RELEASE_FIXTURES / "checkpoint"), str(tmp_path / "ours")]) == 0
     assert main(["convert", "export", str(tmp_path / "ours"), str(tmp_path / "release")]) == 0
     assert json.loads((tmp_path / "release" / "config.json").read_text())["model_type"] == "xgenmm"
+
+
+def test_an_output_path_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    assert main(["data", "synth", "--out", str(afile)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("xgenmm data: error:") and str(afile) in err and "Traceback" not in err
+    assert afile.read_text() == "keep"

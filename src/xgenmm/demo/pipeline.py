@@ -287,6 +287,10 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
     if world_preset is not None:
         p = replace(p, world_preset=world_preset)
     device = demo_device(device)  # before any work: a missing GPU fails here, not after the world is written
+    if not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"threads must be 0 (torch's default) or a positive integer, got {threads!r}")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"the run directory {out} is a file; give a directory (new or an earlier run's)")
     runtime = [f"runtime.device={device}"] + ([f"runtime.threads={threads}"] if threads else [])
     if threads:
         torch.set_num_threads(threads)
