@@ -122,6 +122,15 @@ def test_zero_shot_text_demonstrations_run_under_their_own_name(world, squash_mo
         evaluate(model, proc, "world_vqa", world, shots=0, text_demos=-1, progress=False)
 
 
+def test_cli_length_penalty_needs_beams(world, squash_model_dir, tmp_path, capsys):
+    for extra, message in ((["--length-penalty", "0"], "--length-penalty applies to beam search"),
+                           (["--num-beams", "0"], "--num-beams must be a positive integer")):
+        rc = main(["eval", "--model", str(squash_model_dir), "--task", "world_vqa", "--data", str(world),
+                   "--out", str(tmp_path / "o"), *extra])
+        assert rc == 1 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_cli_text_demos_need_a_zero_shot_run(world, squash_model_dir, tmp_path, capsys):
     rc = main(["eval", "--model", str(squash_model_dir), "--task", "world_vqa", "--data", str(world), "--shots", "2",
                "--text-demos", "2", "--out", str(tmp_path)])
@@ -210,7 +219,7 @@ def test_beam_search_runs_under_its_own_name_and_decodes_as_the_model_does(world
     assert greedy["num_beams"] == 1 and greedy["length_penalty"] is None
     assert beams["num_beams"] == 3 and beams["length_penalty"] == 0.0 and beams["resumed"] == 0
     assert (tmp_path / "world_vqa_2shot_beams3_lp0" / "predictions.jsonl").is_file()
-    assert "| world_vqa | 2, 3 beams |" in markdown_table([beams])
+    assert "| world_vqa | 2, 3 beams, lp 0 |" in markdown_table([beams])
     task = get_task("world_vqa")
     folder = resolve_folder(world, task.folder)
     sample = task.read(folder)[0]
@@ -223,3 +232,7 @@ def test_beam_search_runs_under_its_own_name_and_decodes_as_the_model_does(world
     assert record["id"] == sample.id and record["prediction"] == proc.batch_decode(out, skip_special_tokens=True)[0]
     with pytest.raises(ValueError, match="num_beams"):
         evaluate(model, proc, "world_vqa", world, limit=1, num_beams=0, progress=False)
+    # options scored by likelihood decode nothing: beams do not apply, and the run is the plain one
+    mc = evaluate(model, proc, "world_mc", world, out_dir=tmp_path, progress=False, num_beams=3, length_penalty=0.0)
+    assert mc["mc_scoring"] == "likelihood" and mc["num_beams"] == 1
+    assert (tmp_path / "world_mc" / "predictions.jsonl").is_file() and not list(tmp_path.glob("world_mc_beams*"))

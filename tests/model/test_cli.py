@@ -19,16 +19,27 @@ def test_generate_prints_an_answer(tiny_model, tiny_processor, tmp_path, capsys)
 def test_generate_with_beams_prints_the_best_beam(tiny_model, tiny_processor, tmp_path, capsys):
     import torch
 
+    with torch.no_grad():  # sharper next-token distributions, so that the best beam is not the greedy answer
+        tiny_model.lang_model.get_output_embeddings().weight.mul_(3.0)
     tiny_model.save_pretrained(tmp_path / "m", processor=tiny_processor)
     make_image(90, 60).save(tmp_path / "a.png")
-    rc = main(["generate", "--model", str(tmp_path / "m"), "--image", str(tmp_path / "a.png"), "--prompt", "what colour?",
-               "--max-new-tokens", "5", "--num-beams", "3", "--length-penalty", "0"])
+
+    def answer(question, **kw):
+        prompt = tiny_processor.apply_chat_template([{"role": "user", "content": "<image>\n" + question}])
+        with torch.no_grad():
+            out = tiny_model.generate(**tiny_processor(prompt, [make_image(90, 60)]), max_new_tokens=8, **kw)
+        return tiny_processor.batch_decode(out)[0].strip()
+
+    # a question whose best beam is not the greedy answer, so the test sees the option passed on
+    question = next(q for q in ("what colour?", "how many shapes?", "what is at the top?", "is there a red circle?",
+                                "what word is written?") if answer(q, num_beams=3, length_penalty=0.0) != answer(q))
+    rc = main(["generate", "--model", str(tmp_path / "m"), "--image", str(tmp_path / "a.png"), "--prompt", question,
+               "--max-new-tokens", "8", "--num-beams", "3", "--length-penalty", "0"])
     assert rc == 0
-    prompt = tiny_processor.apply_chat_template([{"role": "user", "content": "<image>\nwhat colour?"}])
-    batch = tiny_processor(prompt, [make_image(90, 60)])
-    with torch.no_grad():
-        out = tiny_model.generate(**batch, max_new_tokens=5, num_beams=3, length_penalty=0.0)
-    assert capsys.readouterr().out.strip() == tiny_processor.batch_decode(out)[0].strip()
+    assert capsys.readouterr().out.strip() == answer(question, num_beams=3, length_penalty=0.0)
+    rc = main(["generate", "--model", str(tmp_path / "m"), "--image", str(tmp_path / "a.png"), "--prompt", question,
+               "--length-penalty", "0"])
+    assert rc == 1 and "--length-penalty applies to beam search" in capsys.readouterr().err
 
 
 def test_generate_names_a_missing_image(tiny_model, tiny_processor, tmp_path, capsys):

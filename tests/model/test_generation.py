@@ -203,45 +203,54 @@ def _text_batch(processor, texts):
     return enc["input_ids"], enc["attention_mask"]
 
 
-@pytest.mark.parametrize("length_penalty,early_stopping", [(0.0, False), (1.0, False), (-2.0, False), (1.0, True)])
-def test_beam_search_gives_the_library_s_beam_search(tiny_model, tiny_processor, length_penalty, early_stopping):
-    """num_beams=3 on text prompts of three lengths gives, token for token, what Hugging Face's
-    `generate(num_beams=3)` gives with the same LM (its length penalty and early stopping),
+@pytest.mark.parametrize("num_beams,length_penalty,early_stopping,max_new",
+                         [(3, 0.0, False, 7), (3, 1.0, False, 7), (3, -2.0, False, 7), (3, 1.0, True, 7),
+                          (2, 2.0, "never", 7), (5, 0.0, False, 1)])
+def test_beam_search_gives_the_library_s_beam_search(tiny_model, tiny_processor, num_beams, length_penalty,
+                                                     early_stopping, max_new):
+    """Beam search on text prompts of three lengths gives, token for token, what Hugging Face's
+    `generate(num_beams=K)` gives with the same LM (its length penalty and early stopping),
     with end tokens that some beams reach and others do not."""
     ids, mask = _text_batch(tiny_processor, ["how many shapes are there?", "what colour", "is there a green triangle in it?"])
     free = tiny_model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=7, eos_token_id=[])
     ends = sorted({int(free[0, 2]), int(free[2, 4])})  # tokens the greedy rows reach: some hypotheses end early
     pad = tiny_model.config.tokens.pad_token_id
-    kw = dict(max_new_tokens=7, num_beams=3, length_penalty=length_penalty, early_stopping=early_stopping)
+    kw = dict(max_new_tokens=max_new, num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping)
     ours = tiny_model.generate(input_ids=ids, attention_mask=mask, eos_token_id=ends, **kw)
     lib = tiny_model.lang_model.generate(input_ids=ids, attention_mask=mask, do_sample=False, eos_token_id=ends,
                                          pad_token_id=pad, **kw)[:, ids.shape[1]:]
     assert torch.equal(ours, lib), (ours, lib)
-    assert any(t in ends for t in ours.flatten().tolist())
+    if max_new > 2:
+        assert any(t in ends for t in ours.flatten().tolist())
 
 
-def test_one_beam_is_greedy_and_beams_keep_the_likeliest_sequence(tiny_model, tiny_processor):
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_beam_search_with_images_gives_the_library_s_on_the_same_embeddings(tiny_model, tiny_processor, padding_side):
+    """With images spliced in: our beam search gives what the library's gives when handed the
+    same fused, left-aligned prompt embeddings, with end tokens reached and without any."""
+    from xgenmm.model.generation import _left_align
+
     texts, images = zip(*prompts(tiny_processor))
-    batch = tiny_processor(list(texts), list(images))
-    greedy = tiny_model.generate(**batch, max_new_tokens=6, eos_token_id=[])
-    assert torch.equal(tiny_model.generate(**batch, max_new_tokens=6, eos_token_id=[], num_beams=1), greedy)
-    beams = tiny_model.generate(**batch, max_new_tokens=6, eos_token_id=[], num_beams=4, length_penalty=0.0)
-    assert beams.shape == greedy.shape
-
-    def logp(tokens):  # summed log-probability of each row's continuation, recomputed in one forward
-        ids = torch.cat((batch["input_ids"], tokens), 1)
-        am = torch.cat((batch["attention_mask"], torch.ones_like(tokens)), 1)
-        out = tiny_model(input_ids=ids, attention_mask=am, pixel_values=batch["pixel_values"],
-                         image_sizes=batch["image_sizes"])
-        lp = torch.log_softmax(out.logits[:, -tokens.shape[1] - 1:-1].float(), -1)
-        return lp.gather(-1, tokens[..., None]).squeeze(-1).sum(1)
-
-    # with images, every row: beam search keeps a sequence at least as likely as the greedy one here
-    assert (logp(beams) >= logp(greedy) - 1e-4).all()
+    batch = tiny_processor(list(texts), list(images), padding_side=padding_side)
+    with torch.no_grad():
+        embeds, mask = _left_align(tiny_model.fuse_inputs(**batch))
+    greedy = tiny_model.generate(**batch, max_new_tokens=8, eos_token_id=[])
+    pad = tiny_model.config.tokens.pad_token_id
+    for ends in ([], sorted({int(greedy[0, 2]), int(greedy[2, 1])})):
+        kw = dict(max_new_tokens=8, eos_token_id=ends, num_beams=4, length_penalty=0.0)
+        ours = tiny_model.generate(**batch, **kw)
+        with torch.no_grad():
+            lib = tiny_model.lang_model.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,
+                                                 pad_token_id=pad, **kw)
+        assert torch.equal(ours, lib), (ends, ours, lib)
+    assert not torch.equal(ours, greedy[:, :ours.shape[1]])  # beams found other answers than greedy decoding
+    assert torch.equal(tiny_model.generate(**batch, max_new_tokens=8, eos_token_id=[], num_beams=1), greedy)
 
 
 def test_beam_search_refuses_what_it_does_not_do(tiny_model, tiny_processor):
     ids, mask = _text_batch(tiny_processor, ["what colour"])
-    for kw in ({"num_beams": 0}, {"num_beams": 2, "do_sample": True}, {"num_beams": 2, "output_logits": True}):
-        with pytest.raises(ValueError, match="num_beams|beam search"):
-            tiny_model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=3, **kw)
+    for kw in ({"num_beams": 0}, {"num_beams": 2, "do_sample": True}, {"num_beams": 2, "output_logits": True},
+               {"num_beams": 2, "max_new_tokens": -1}, {"num_beams": 2, "early_stopping": "soon"}):
+        kw = {"max_new_tokens": 3, **kw}
+        with pytest.raises(ValueError, match="num_beams|beam search|max_new_tokens|early_stopping"):
+            tiny_model.generate(input_ids=ids, attention_mask=mask, **kw)

@@ -341,6 +341,7 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
             curves["vision (sigmoid loss)"] = list(enumerate(res.losses, 1))
             model = initial_model(tokenizer, overrides, seed)
             copy_vision_tower(siglip, model)
+            siglip.to("cpu")  # its tower now lives in the model; free the device's memory
             if p.whiten_images:
                 pixels, sizes = whitening_images(world, image_processor, p.whiten_images)
                 white = whiten_projection(model, pixels, sizes, seed=seed)

@@ -60,6 +60,8 @@ def _eval(args) -> int:
     shots = _parse_shots(args.shots)
     if args.num_beams < 1:
         raise ValueError(f"--num-beams must be a positive integer, got {args.num_beams}")
+    if args.length_penalty != 1.0 and args.num_beams == 1:
+        raise ValueError("--length-penalty applies to beam search: give --num-beams 2 or more")
     if args.text_demos < 0:
         raise ValueError(f"--text-demos must be a non-negative integer, got {args.text_demos}")
     if args.text_demos and 0 not in shots:

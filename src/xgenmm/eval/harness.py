@@ -257,6 +257,9 @@ def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: i
         raise ValueError(f"text_demos leads 0-shot prompts only (shots=0), got shots={shots!r}")
     if not isinstance(num_beams, int) or num_beams < 1:
         raise ValueError(f"num_beams must be a positive integer, got {num_beams!r}")
+    if num_beams > 1 and scoring == "likelihood" and (task.kind == "mc" or (task.kind == "multi" and all(s.options for s in samples))):
+        log.info("%s: options scored by likelihood, nothing decoded: num_beams does not apply", task.name)
+        num_beams = 1
     drawing = bool(shots or text_demos)
     pool = _Demonstrations(task, folder, seed, demos) if drawing else None
     name = run_name(task, shots) + (f"_text{text_demos}" if text_demos else "") + ("_similar" if drawing and demos == "similar" else "")

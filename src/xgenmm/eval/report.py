@@ -44,7 +44,7 @@ def markdown_table(results: list[dict]) -> str:
                            if k != main and not k.endswith("_stderr") and not isinstance(v, dict))
         shots = "-" if r["shots"] is None else f"0 (+{r['text_demos']} text)" if r.get("text_demos") else r["shots"]
         if (r.get("num_beams") or 1) > 1:
-            shots = f"{shots}, {r['num_beams']} beams"
+            shots = f"{shots}, {r['num_beams']} beams, lp {r['length_penalty']:g}"
         skipped = sum(r["skipped"].values()) if r["skipped"] else 0
         lines.append(f"| {r['task']} | {shots} | {r['scored']} | {skipped} | {main} | {_with_stderr(m, main, m.get(main, 0.0))} | "
                      f"{others or '-'} | {r['samples_per_s'] if r['samples_per_s'] is not None else '-'} |")

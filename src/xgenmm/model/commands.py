@@ -45,6 +45,8 @@ def _generate(args) -> int:
     from .template import IMAGE_TOKEN
     from .xgenmm import XGenMM
 
+    if args.length_penalty != 1.0 and args.num_beams == 1:
+        raise ValueError("--length-penalty applies to beam search: give --num-beams 2 or more")
     model = XGenMM.from_pretrained(args.model)
     processor = XGenMMProcessor.from_pretrained(args.model)
     images = [load_image(p) for p in args.image]

@@ -214,7 +214,7 @@ def generate(
     output_logits: bool = False,
     num_beams: int = 1,
     length_penalty: float = 1.0,
-    early_stopping: bool = False,
+    early_stopping: bool | str = False,
 ):
     """Returns the new tokens [B, n] (rows that stopped early are filled with the pad id);
     with output_logits=True, also the raw logits of every step [B, n, V]. num_beams > 1:
@@ -225,6 +225,10 @@ def generate(
     pad = tok.pad_token_id if pad_token_id is None else pad_token_id
     if not isinstance(num_beams, int) or num_beams < 1:
         raise ValueError(f"num_beams must be a positive integer, got {num_beams!r}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+    if early_stopping not in (False, True, "never"):
+        raise ValueError(f"early_stopping must be False, True or 'never', got {early_stopping!r}")
     if num_beams > 1 and (do_sample or output_logits or not use_cache):
         raise ValueError("beam search (num_beams > 1) decodes with the KV cache, without sampling and without "
                          "output_logits")
@@ -283,15 +287,17 @@ def generate(
 
 
 def beam_search(decoder, head, embed, last: torch.Tensor, cache: Cache, mask: torch.Tensor, positions: torch.Tensor,
-                max_new_tokens: int, num_beams: int, length_penalty: float, early_stopping: bool, eos: list[int],
+                max_new_tokens: int, num_beams: int, length_penalty: float, early_stopping: bool | str, eos: list[int],
                 pad: int) -> torch.Tensor:
     """Beam search from prefilled prompts (`last`: each row's last hidden state, `cache` its KV
     cache, `mask` / `positions` its left-padded attention mask and positions) as Hugging Face's
-    `generate(num_beams=K)` runs it (transformers 5): every step keeps the 2K best continuations
-    of the K beams by summed log-probability; one that ends on an end token among the K best
-    is a finished hypothesis scored sum / length**length_penalty (its length counts the end
-    token), the other K go on; a row stops once no running beam can beat its K finished ones
-    (early_stopping=False: judged at the current length; True: as soon as K are finished); at
+    `generate(num_beams=K)` runs it (transformers 5): every step keeps the max(2, 1 + number of
+    end tokens) * K best continuations of the K beams by summed log-probability; one that ends
+    on an end token among the K best is a finished hypothesis scored sum /
+    length**length_penalty (its length counts the end token), the K best that do not end go
+    on; a row stops once no running beam can beat its K finished ones (early_stopping=False:
+    judged at the current length; "never": at `max_new_tokens` when length_penalty > 0; True:
+    as soon as K are finished); at
     `max_new_tokens` the K best continuations finish. Returns each row's best hypothesis [B, n],
     filled with `pad` after its end."""
     b, k = last.shape[0], num_beams
@@ -330,17 +336,18 @@ def beam_search(decoder, head, embed, last: torch.Tensor, cache: Cache, mask: to
         # those among the K best that end are finished hypotheses, if they beat the finished ones
         just = ends & top_k_mask[None]
         scored = top_scores / float(t + 1) ** length_penalty
-        blocked = ~open_rows | (finished.all(1, keepdim=True) & early_stopping)
+        blocked = ~open_rows | (finished.all(1, keepdim=True) & (early_stopping is True))
         scored = scored + blocked.float() * big + (~just).float() * big
         merged = torch.topk(torch.cat((done_scores, scored), 1), k, dim=-1).indices
         done_seqs = torch.gather(torch.cat((done_seqs, cand), 1), 1, merged[..., None].expand(b, k, max_new_tokens))
         done_scores = torch.gather(torch.cat((done_scores, scored), 1), 1, merged)
         done_lens = torch.gather(torch.cat((done_lens, torch.full_like(token, t + 1)), 1), 1, merged)
         finished = torch.gather(torch.cat((finished, just), 1), 1, merged)
-        best_running = running_scores[:, :1] / float(t + 1) ** length_penalty
+        best_len = max_new_tokens if early_stopping == "never" and length_penalty > 0 else t + 1
+        best_running = running_scores[:, :1] / float(best_len) ** length_penalty
         worst_done = torch.where(finished, done_scores.min(1, keepdim=True).values, torch.full_like(done_scores, big))
         open_rows = open_rows & (best_running > worst_done).any(-1, keepdim=True)
-        if not bool(open_rows.any()) or bool(ends.all()) or (early_stopping and bool(finished.all())):
+        if not bool(open_rows.any()) or bool(ends.all()) or (early_stopping is True and bool(finished.all())):
             break
         cache.reorder_cache((beam_parent + offset).view(-1))
         mask = torch.cat((mask, mask.new_ones(b * k, 1)), 1)
