@@ -112,12 +112,13 @@ FULL = DemoPreset(
     # tokens do.
     batch={"pretrain": 8, "sft_single": 64, "sft_multi": 32, "dpo": 16, "safety": 32},
     dpo_heldout=400,
-    # DPO's final step is the one of steps 0, 5, ..., 20 with the highest preference accuracy on
-    # 200 training pairs held out of its training (dpo.select_source). Without it, 20 steps on
-    # the mined pairs overshot for some models (multi-image SFT at 1e-3): seed 0 went from
-    # saying "yes" to absent objects to saying "no" to present ones (POPE accuracy 0.705 ->
-    # 0.485, held-out preference accuracy 0.898 -> 0.893); with it, step 5 (0.715, 0.900). With
-    # multi-image SFT at 7e-4 it chose steps 0 / 5 / 0 / 15 / 0. docs/demo-recipe.md.
+    # DPO's final step is the one of steps 0, 1, ..., 20 (configs/demo/dpo.yaml) with the highest
+    # preference accuracy on 200 training pairs held out of its training (dpo.select_source).
+    # Without it, 20 steps on the mined pairs overshot for some models (multi-image SFT at
+    # 1e-3): seed 0 went from saying "yes" to absent objects to saying "no" to present ones
+    # (POPE accuracy 0.705 -> 0.485, held-out preference accuracy 0.898 -> 0.893). Choosing from
+    # every fifth step, it kept the unchanged model for three of today's five (steps 0 / 5 / 0 /
+    # 15 / 0); from every step, 3 / 4 / 1 / 12 / 2. docs/demo-recipe.md.
     dpo_select=200,
     # Multi-image SFT: 1,000 steps over 8,000 multi-image conversations and the 4,000
     # single-image ones (`sft/single_conversations.json`: an image's two to four questions as
