@@ -216,6 +216,13 @@ def _option_choice(model, proc, prompts: list[str], images: list[list], options:
     return [letters(len(opts))[max(range(len(opts)), key=lambda o: scores[(i, o)])] for i, opts in enumerate(options)]
 
 
+def _by_likelihood(task: Task, samples: list[Sample], scoring: str) -> bool:
+    """Whether these samples are answered by option likelihood (nothing decoded): multiple
+    choice, or multi-image questions that all have options, scored "likelihood"."""
+    is_mc = task.kind == "mc" or (task.kind == "multi" and all(s.options for s in samples))
+    return is_mc and scoring == "likelihood"
+
+
 def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: int | None = None, batch_size: int = 8,
              limit: int | None = None, out_dir: str | Path | None = None, seed: int = 0, mc_scoring: str | None = None,
              max_new_tokens: int | None = None, progress: bool = True, demos: str = "random",
@@ -257,7 +264,7 @@ def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: i
         raise ValueError(f"text_demos leads 0-shot prompts only (shots=0), got shots={shots!r}")
     if not isinstance(num_beams, int) or num_beams < 1:
         raise ValueError(f"num_beams must be a positive integer, got {num_beams!r}")
-    if num_beams > 1 and scoring == "likelihood" and (task.kind == "mc" or (task.kind == "multi" and all(s.options for s in samples))):
+    if num_beams > 1 and _by_likelihood(task, samples, scoring):
         log.info("%s: options scored by likelihood, nothing decoded: num_beams does not apply", task.name)
         num_beams = 1
     drawing = bool(shots or text_demos)
@@ -287,8 +294,7 @@ def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: i
                 text, all_ims = _prompt(task, processor, s, ims, shots, pool, text_demos)
                 batch.append(s), prompts.append(text), images.append(all_ims)
             if batch:
-                is_mc = task.kind == "mc" or (task.kind == "multi" and all(s.options for s in batch))
-                if is_mc and scoring == "likelihood":
+                if _by_likelihood(task, batch, scoring):
                     choices = _option_choice(model, processor, prompts, images, [s.options for s in batch], batch_size, shots is not None)
                     texts = [s.options[letters(len(s.options)).index(c)] for s, c in zip(batch, choices)]
                 else:

@@ -297,9 +297,12 @@ def beam_search(decoder, head, embed, last: torch.Tensor, cache: Cache, mask: to
     length**length_penalty (its length counts the end token), the K best that do not end go
     on; a row stops once no running beam can beat its K finished ones (early_stopping=False:
     judged at the current length; "never": at `max_new_tokens` when length_penalty > 0; True:
-    as soon as K are finished); at
-    `max_new_tokens` the K best continuations finish. Returns each row's best hypothesis [B, n],
-    filled with `pad` after its end."""
+    as soon as K are finished); at `max_new_tokens` the K best continuations finish. Returns
+    each row's best hypothesis [B, n], filled with `pad` after its end."""
+
+    def pick(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:  # x[b, idx[b, j]] for every row b
+        return torch.gather(x, 1, idx.view(*idx.shape, *[1] * (x.dim() - 2)).expand(*idx.shape, *x.shape[2:]))
+
     b, k = last.shape[0], num_beams
     dev = last.device
     eos_t = torch.as_tensor(eos, device=dev, dtype=torch.long)
@@ -324,25 +327,23 @@ def beam_search(decoder, head, embed, last: torch.Tensor, cache: Cache, mask: to
         total = (logp.view(b, k, vocab) + running_scores[..., None]).view(b, k * vocab)
         top_scores, top_idx = torch.topk(total, keep, dim=-1)
         parent, token = top_idx // vocab, top_idx % vocab
-        cand = torch.gather(running, 1, parent[..., None].expand(b, keep, max_new_tokens)).clone()
+        cand = pick(running, parent)
         cand[:, :, t] = token
         ends = torch.isin(token, eos_t) | (t + 1 == max_new_tokens)
         # the K best continuations that do not end run on
         go_scores = top_scores + ends.float() * big
         nxt = torch.topk(go_scores, k, dim=-1).indices
-        running = torch.gather(cand, 1, nxt[..., None].expand(b, k, max_new_tokens))
-        running_scores = torch.gather(go_scores, 1, nxt)
-        beam_parent = torch.gather(parent, 1, nxt)
+        running, running_scores, beam_parent = pick(cand, nxt), pick(go_scores, nxt), pick(parent, nxt)
         # those among the K best that end are finished hypotheses, if they beat the finished ones
         just = ends & top_k_mask[None]
         scored = top_scores / float(t + 1) ** length_penalty
         blocked = ~open_rows | (finished.all(1, keepdim=True) & (early_stopping is True))
         scored = scored + blocked.float() * big + (~just).float() * big
         merged = torch.topk(torch.cat((done_scores, scored), 1), k, dim=-1).indices
-        done_seqs = torch.gather(torch.cat((done_seqs, cand), 1), 1, merged[..., None].expand(b, k, max_new_tokens))
-        done_scores = torch.gather(torch.cat((done_scores, scored), 1), 1, merged)
-        done_lens = torch.gather(torch.cat((done_lens, torch.full_like(token, t + 1)), 1), 1, merged)
-        finished = torch.gather(torch.cat((finished, just), 1), 1, merged)
+        done_seqs = pick(torch.cat((done_seqs, cand), 1), merged)
+        done_scores = pick(torch.cat((done_scores, scored), 1), merged)
+        done_lens = pick(torch.cat((done_lens, torch.full_like(token, t + 1)), 1), merged)
+        finished = pick(torch.cat((finished, just), 1), merged)
         best_len = max_new_tokens if early_stopping == "never" and length_penalty > 0 else t + 1
         best_running = running_scores[:, :1] / float(best_len) ** length_penalty
         worst_done = torch.where(finished, done_scores.min(1, keepdim=True).values, torch.full_like(done_scores, big))
