@@ -3,8 +3,11 @@
 With `dpo.select_source` (pairs the stage does not train on) the trainer scores those pairs
 before the first step and every `dpo.select_every` steps (and at the last): the share whose
 chosen answer the policy prefers (the summed log-probability of the chosen answer minus that
-of the rejected one, as the DPO loss computes them, above 0; TRL logs the same as
-`rewards/accuracies`) and the mean of that margin. The stage's final model is the evaluated
+of the rejected one, as the DPO loss computes them, above 0) and the mean of that margin.
+This is the policy's own ranking, the demo's `preference_accuracy`; TRL's
+`rewards/accuracies` counts the implicit rewards instead (each log-probability minus the
+reference model's), which are all 0 at step 0 and so cannot compare a step with the model
+the stage began from. The stage's final model is the evaluated
 step with the highest accuracy, the earliest of equals (step 0 is the model the stage began
 from), as Hugging Face's Trainer does with `load_best_model_at_end`; the evaluations are in
 RUN_DIR/selection.json.
