@@ -151,7 +151,8 @@ def _prompt(task: Task, proc, sample: Sample, images: list, shots: int | None,
     # Base convention (reference section 4): <image>{instruction}{answer}<|endofchunk|> per
     # demonstration, then the query; the processor expands each <image> into placeholders.
     # A 0-shot prompt with `text_demos` leads with that many demonstrations' text, their
-    # images removed (OpenFlamingo's zero-shot evaluation, with 2).
+    # images removed (OpenFlamingo's zero-shot evaluation, with 2). Nothing between
+    # demonstrations, as the reference layout has it (OpenFlamingo's adds a newline).
     text, all_images = "", []
     drawn = demos.draw(sample, shots) if shots else demos.draw(sample, text_demos, with_images=False) if text_demos else []
     for demo, demo_images in drawn:

@@ -90,7 +90,7 @@ class ScheduleSection:
 class DPOSection:
     beta: float = 0.1  # strength of the KL anchor to the reference (the policy with adapters disabled)
     label_smoothing: float = 0.0  # conservative DPO: assumed rate of flipped preference labels
-    sft_weight: float = 0.0  # weight of the chosen answer's per-token NLL added to the loss (RPO; TRL's rpo_alpha)
+    sft_weight: float = 0.0  # weight of each chosen answer's NLL over its length, added to its pair's loss (RPO)
     # Held-out preference pairs: the final model is the evaluated step (0, every select_every
     # steps, the last) with the highest preference accuracy on them (train/select.py)
     select_source: str | None = None

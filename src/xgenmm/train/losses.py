@@ -80,9 +80,11 @@ def dpo_loss(model, batch: dict, beta: float, label_smoothing: float = 0.0, refe
     adapters disabled): one set of weights in memory. `reference_model` is the module to call
     for it (DDP's inner module: no gradient-sync bookkeeping for a no-grad pass).
 
-    `sft_weight` > 0 adds that weight times the chosen answer's per-token negative
-    log-likelihood to each pair's loss (RPO, Pang et al. 2024; TRL's `rpo_alpha`): pure DPO
-    only asks chosen to beat rejected, and can lower both, down to the answer's end token."""
+    `sft_weight` > 0 adds that weight times the chosen answer's negative log-likelihood over
+    its length to each pair's loss (RPO, Pang et al. 2024, as the paper writes it; TRL's
+    `rpo_alpha` averages the NLL over all chosen tokens of the batch instead, the same only
+    when the answers are equally long): pure DPO only asks chosen to beat rejected, and can
+    lower both, down to the answer's end token."""
     policy, mask = sequence_logps(model, batch)
     with torch.no_grad(), (reference_context() if reference_context else nullcontext()):
         reference, _ = sequence_logps(reference_model if reference_model is not None else model, batch)
