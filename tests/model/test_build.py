@@ -60,6 +60,21 @@ def test_flops_per_sample_grow_with_crops_and_text(tiny_model):
     assert tiny_model.flops_per_sample(100, 1, training=False) < a
 
 
+def test_flops_counter_reads_the_model_once_and_is_built_again_after_lora(tiny_config):
+    from xgenmm.train.config import LoraSection, TrainableSection
+    from xgenmm.train.trainable import apply_trainable
+
+    model = XGenMM(tiny_config)
+    count = model.flops_counter()
+    for t, c in [(0, 0), (17, 1), (100, 5)]:
+        assert count(t, c) == model.flops_per_sample(t, c)
+    assert count(0, 0) == 0.0
+    # Training adds the backward (x2) of the resampler and the LM; the frozen tower runs forward only.
+    assert count(0, 1) > model.flops_counter(training=False)(0, 1) > 0
+    apply_trainable(model, TrainableSection(lang_model=False), LoraSection(enabled=True, r=4, target_modules=["qkv_proj"]))
+    assert model.flops_counter()(100, 1) > count(100, 1)  # the adapters' matmuls
+
+
 def test_an_image_shared_by_several_rows_is_encoded_once_with_the_same_result(tiny_model, tiny_processor):
     from tests.conftest import make_image
 

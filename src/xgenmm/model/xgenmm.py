@@ -287,23 +287,35 @@ class XGenMM(nn.Module):
         """Model FLOPs of one sample (matmuls only): the frozen vision tower forward, the
         resampler and LM forward (+ backward x2 when training), attention included.
         For MFU: achieved FLOP/s = this x samples/s."""
+        return self.flops_counter(training)(text_tokens, crops)
+
+    def flops_counter(self, training: bool = True):
+        """`flops_per_sample` as a function of (text tokens, crops) with the model's constants
+        read once: the trainer counts every sample of every step, and walking the LM's modules
+        for each one cost about 5% of a small model's step. Build it again after the model's
+        layers change (LoRA adapters added or merged)."""
         v = self.vision_encoder.tower.config
         side = self.crop_side
         p = side * side
         h = v.hidden_size  # encoder layers + patch embedding (the unused pooling head is not run)
         vis_params = v.num_hidden_layers * (4 * h * h + 2 * h * v.intermediate_size) + 3 * v.patch_size**2 * h
-        vision = crops * (2 * vis_params * p + 4 * v.num_hidden_layers * p * p * v.hidden_size)
+        vision = 2 * vis_params * p + 4 * v.num_hidden_layers * p * p * v.hidden_size  # per crop
         r = self.config.resampler
         inner, t = r.heads * r.dim_head, r.num_latents
         per_layer = 2 * (p + t) * r.dim * 2 * inner + 2 * t * r.dim * inner + 4 * t * (p + t) * inner \
             + 2 * t * inner * r.dim + 4 * t * r.dim * r.dim * r.ff_mult
-        resampler = crops * (r.depth * per_layer + 2 * t * r.dim * r.out_dim)
+        resampler = r.depth * per_layer + 2 * t * r.dim * r.out_dim  # per crop
         lm_cfg = self.lang_model.config
-        seq = text_tokens + crops * t
         lm_params = sum(m.weight.numel() for m in self.lang_model.modules() if isinstance(m, nn.Linear))
-        lm = 2 * lm_params * seq + 2 * lm_cfg.num_hidden_layers * seq * seq * lm_cfg.hidden_size  # causal: half of 4*L*S^2*H
+        attn = 2 * lm_cfg.num_hidden_layers * lm_cfg.hidden_size  # x seq^2; causal: half of 4*L*S^2*H
         mult = 3 if training else 1
-        return float(vision + mult * (resampler + lm))
+
+        def count(text_tokens: int, crops: int) -> float:
+            seq = text_tokens + crops * t
+            lm = 2 * lm_params * seq + attn * seq * seq
+            return float(crops * vision + mult * (crops * resampler + lm))
+
+        return count
 
     def save_pretrained(self, directory, processor=None, max_shard_size: str | int = "2GB") -> None:
         from .checkpoint import save_pretrained

@@ -142,6 +142,7 @@ def _train(cfg: TrainConfig, d: parallel.Dist, hooks: Hooks) -> Path:
     # ---- the loop ---------------------------------------------------------------------------
     tok = model.config.tokens
     peak = peak_flops(d.device, cfg.logging.peak_tflops) * d.world_size
+    count_flops = model.flops_counter()
     logger = MetricsLogger(run_dir, cfg.logging.tensorboard, resume_step=step) if d.is_main else None
     bar = None
     if d.is_main and cfg.logging.progress:
@@ -222,7 +223,7 @@ def _train(cfg: TrainConfig, d: parallel.Dist, hooks: Hooks) -> Path:
             tokens += int(out.fused_mask.sum())
             positions += out.fused_mask.numel()
             stats = batch_stats(b, tok.image_token_id, tok.placeholder_token_id)
-            flops += sum(model.flops_per_sample(t, c) for t, c in stats)
+            flops += sum(count_flops(t, c) for t, c in stats)
             samples += len(stats)
         keys = sorted(extra)
         reduced = parallel.all_sum([loss_sum, tokens, positions, flops, samples] + [extra[k] for k in keys], d)
