@@ -292,7 +292,7 @@ class XGenMM(nn.Module):
     def flops_counter(self, training: bool = True):
         """`flops_per_sample` as a function of (text tokens, crops) with the model's constants
         read once: the trainer counts every sample of every step, and walking the LM's modules
-        for each one cost about 5% of a small model's step. Build it again after the model's
+        for each one cost about 2% of a small model's step. Build it again after the model's
         layers change (LoRA adapters added or merged)."""
         v = self.vision_encoder.tower.config
         side = self.crop_side
