@@ -159,6 +159,10 @@ def test_a_full_cache_keeps_what_fits_and_encodes_the_rest(image_dir, processor)
     for _ in range(2):
         assert same_batches(list(plain), list(cached))
     assert 0 < len(cache.items) < 24 and cache.not_kept > 0 and cache.bytes <= cache.max_bytes
+    assert f"{cache.not_kept} not kept (the cache is full: raise data.cache_mb)" in cache.summary()
+    roomy = make_cached(path, processor, cache_mb=64)
+    list(roomy)
+    assert roomy.pipeline.cache.not_kept == 0 and "full" not in roomy.pipeline.cache.summary()
 
 
 def test_resuming_counts_a_replayed_samples_repairs_once(image_dir, processor):

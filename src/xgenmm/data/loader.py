@@ -94,8 +94,9 @@ class EncodedCache:
         self.bytes += n
 
     def summary(self) -> str:
-        return (f"encoded-sample cache: {len(self.items)} samples, {self.bytes / 2**20:.1f} MiB, "
-                f"{self.hits} hits, {self.misses} misses, {self.not_kept} not kept (cache full)")
+        full = f", {self.not_kept} not kept (the cache is full: raise data.cache_mb)" if self.not_kept else ""
+        return (f"encoded-sample cache: {len(self.items)} samples, {self.bytes / 2**20:.1f} MiB of "
+                f"{self.max_bytes / 2**20:.0f}, {self.hits} hits, {self.misses} misses{full}")
 
 
 class DataPipeline:
