@@ -1,8 +1,7 @@
 """`xgenmm demo --device`: where every stage trains and evaluates, and the other options checked
-before any work. cpu by default (the presets'
-budgets are for it); auto picks cuda when torch sees one; cuda without a CUDA device fails
-before anything is written. The cuda case runs the quick preset on the GPU (skipped without
-one; run on a GPU machine with `pytest tests -k cuda`)."""
+before any work. cpu by default (the presets' budgets are for it); auto picks cuda when torch
+sees one; cuda without a CUDA device fails before anything is written. The cuda case runs the
+quick preset on the GPU (skipped without one; run on a GPU machine with `pytest tests -k cuda`)."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..model.commands import check_beam_flags
 from .tasks.base import DEMO_SELECTIONS, MC_SCORINGS
 
 
@@ -58,10 +59,7 @@ def _eval(args) -> int:
         return 0
     tasks = [get_task(n.strip()) for n in args.task.split(",") if n.strip()]  # unknown names fail before loading
     shots = _parse_shots(args.shots)
-    if args.num_beams < 1:
-        raise ValueError(f"--num-beams must be a positive integer, got {args.num_beams}")
-    if args.length_penalty != 1.0 and args.num_beams == 1:
-        raise ValueError("--length-penalty applies to beam search: give --num-beams 2 or more")
+    check_beam_flags(args.num_beams, args.length_penalty)
     if args.text_demos < 0:
         raise ValueError(f"--text-demos must be a non-negative integer, got {args.text_demos}")
     if args.text_demos and 0 not in shots:

@@ -37,6 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_export)
 
 
+def check_beam_flags(num_beams: int, length_penalty: float) -> None:
+    """The beam-search flags of `xgenmm generate` and `xgenmm eval`, checked before any model loads."""
+    if num_beams < 1:
+        raise ValueError(f"--num-beams must be a positive integer, got {num_beams}")
+    if length_penalty != 1.0 and num_beams == 1:
+        raise ValueError("--length-penalty applies to beam search: give --num-beams 2 or more")
+
+
 def _generate(args) -> int:
     import torch
 
@@ -45,8 +53,7 @@ def _generate(args) -> int:
     from .template import IMAGE_TOKEN
     from .xgenmm import XGenMM
 
-    if args.length_penalty != 1.0 and args.num_beams == 1:
-        raise ValueError("--length-penalty applies to beam search: give --num-beams 2 or more")
+    check_beam_flags(args.num_beams, args.length_penalty)
     model = XGenMM.from_pretrained(args.model)
     processor = XGenMMProcessor.from_pretrained(args.model)
     images = [load_image(p) for p in args.image]
