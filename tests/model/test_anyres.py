@@ -60,3 +60,20 @@ def test_crops_are_base_then_row_major_tiles():
     img = Image.new("RGB", (112, 56), (10, 20, 30))
     crops = anyres_crops(img, 56, SMALL_GRIDS)
     assert [c.size for c in crops] == [(56, 56)] * 3
+
+
+def test_anyres_pixels_equal_the_crops_converted_one_by_one():
+    # The preprocessing fast path cuts the canvas by reshaping; it must give every crop's bytes,
+    # including grids that are not whole tiles (PIL's crop fills past the edge with black).
+    import numpy as np
+
+    from xgenmm.model.anyres import anyres_pixels
+
+    g = np.random.default_rng(0)
+    for size, tile, grids in [((112, 56), 56, SMALL_GRIDS), ((37, 91), 32, [[32, 64], [64, 32], [64, 64]]),
+                              ((64, 64), 32, [[64, 64]]), ((50, 30), 32, [[70, 40], [40, 70]])]:
+        img = Image.fromarray(g.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+        crops = anyres_crops(img, tile, grids)
+        fast = anyres_pixels(img, tile, grids)
+        assert fast.shape == (len(crops), tile, tile, 3)
+        assert np.array_equal(fast, np.stack([np.asarray(c) for c in crops]))

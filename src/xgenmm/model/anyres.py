@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -59,6 +60,21 @@ def anyres_crops(image: Image.Image, tile: int, grids: list) -> list[Image.Image
         canvas.crop((x, y, x + tile, y + tile)) for y in range(0, target[1], tile) for x in range(0, target[0], tile)
     ]
     return [image.resize((tile, tile), Image.BICUBIC)] + tiles
+
+
+def anyres_pixels(image: Image.Image, tile: int, grids: list) -> np.ndarray:
+    """The crops of `anyres_crops` as one uint8 array [1 + rows * cols, tile, tile, 3], equal
+    to converting each crop: the canvas is converted once and cut by reshaping, where a PIL
+    crop and an array conversion per tile cost most of an image's preprocessing. A tile past
+    the canvas's edge is black there, as PIL's crop makes it."""
+    target = select_best_resolution(image.size, grids)
+    canvas = np.asarray(resize_and_pad(image, target), dtype=np.uint8)
+    rows, cols = -(-target[1] // tile), -(-target[0] // tile)
+    if canvas.shape[:2] != (rows * tile, cols * tile):
+        canvas = np.pad(canvas, ((0, rows * tile - canvas.shape[0]), (0, cols * tile - canvas.shape[1]), (0, 0)))
+    tiles = canvas.reshape(rows, tile, cols, tile, 3).transpose(0, 2, 1, 3, 4).reshape(rows * cols, tile, tile, 3)
+    base = np.asarray(image.resize((tile, tile), Image.BICUBIC), dtype=np.uint8)
+    return np.concatenate([base[None], tiles])
 
 
 def stitched_mask(image_size: tuple[int, int], map_h: int, map_w: int) -> torch.Tensor:

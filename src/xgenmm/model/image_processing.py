@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .anyres import anyres_crops, grid_shape
+from .anyres import anyres_crops, anyres_pixels, grid_shape
 from .config import RELEASE_GRIDS
 
 PROCESSOR_CONFIG = "preprocessor_config.json"
@@ -66,7 +66,12 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
 def to_tensors(images: list[Image.Image]) -> torch.Tensor:
     """[N, 3, H, W] (contiguous) of same-sized images, each as `to_tensor` gives it: one
     conversion for all of an image's crops instead of a handful of small ops per crop."""
-    x = torch.from_numpy(np.stack([np.asarray(im, dtype=np.uint8) for im in images])).permute(0, 3, 1, 2)
+    return _normalise(np.stack([np.asarray(im, dtype=np.uint8) for im in images]))
+
+
+def _normalise(pixels: np.ndarray) -> torch.Tensor:
+    """[N, H, W, 3] uint8 -> [N, 3, H, W] contiguous float in [-1, 1], as `to_tensor`."""
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2)
     return x.to(torch.float32, memory_format=torch.contiguous_format).div_(255).sub_(0.5).div_(0.5)
 
 
@@ -104,6 +109,8 @@ class XGenMMImageProcessor:
 
     def preprocess_one(self, image) -> torch.Tensor:
         image = load_image(image)
+        if self.mode == "anyres":  # every crop is image_size already: no second resize
+            return _normalise(anyres_pixels(image, self.image_size, self.grids))
         # Each crop is resized to image_size again, as the released transform does (a no-op
         # for crops already at that size).
         s = self.image_size
