@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from PIL import Image
 from datahelpers import llava, write_jsonl
 
 from xgenmm.data import BatchConfig, EncodeConfig, LoaderConfig, build_loader
@@ -149,6 +150,26 @@ def test_a_cached_epoch_does_not_decode_or_encode_again(image_dir, processor, mo
     first = len(calls)
     list(loader)
     assert first == 23 and len(calls) == first  # 24 records, one of them not JSON
+
+
+def test_the_samples_of_one_image_file_share_one_crops_tensor(image_dir, processor):
+    """24 records show 5 image files: with the cache on, each file is decoded and cut once, its
+    crops tensor is the one every sample showing it carries (so the model's image-token cache
+    runs the vision side once per file), its bytes are counted once, and the values are the
+    image processor's."""
+    loader = make_cached(repair_dataset(image_dir), processor, cache_mb=64)
+    first, second = list(loader), list(loader)
+    shown = [t for b in first for t in b["pixel_values"]]
+    cache = loader.pipeline.cache
+    kept = {id(pixels): pixels for pixels, _ in cache.pixels.values()}
+    # every sample's crops are its file's one tensor (one of the five files is only in samples
+    # that are skipped or lose their image to truncation)
+    assert {id(t) for t in shown} == set(kept) and len(kept) == 4 and len(shown) > 10
+    assert sorted(id(t) for b in second for t in b["pixel_values"]) == sorted(id(t) for t in shown)  # reshuffled
+    for path, (pixels, size) in cache.pixels.items():
+        assert torch.equal(pixels, processor.image_processor.preprocess_one(path)) and size == Image.open(path).size
+    pixel_bytes = sum(t.numel() * t.element_size() for t in kept.values())
+    assert cache.bytes == pixel_bytes + sum(cache.size(e) for e in cache.items.values())
 
 
 def test_a_full_cache_keeps_what_fits_and_encodes_the_rest(image_dir, processor):

@@ -86,12 +86,30 @@ class EncodedPair:
         return self.chosen.truncated or self.rejected.truncated
 
 
+@dataclass
+class _Image:
+    """An image as the encoder holds it between reading its size and cutting its crops: decoded
+    (`pil`), or its crops already cut for an earlier sample (`pixels`, from the pixel memo)."""
+
+    key: str | None  # the memo's key (a path or URL; None for inline bytes)
+    size: tuple[int, int]  # (w, h)
+    pil: object = None
+    pixels: torch.Tensor | None = None
+
+
 class Encoder:
-    """`encode(sample) -> Encoded | EncodedPair`; raises SampleError for samples the policy skips."""
+    """`encode(sample) -> Encoded | EncodedPair`; raises SampleError for samples the policy skips.
+
+    `pixel_memo` (the pipeline's sample cache: `get_pixels` / `keep_pixels`) shares one crops
+    tensor between the samples that show the same image file (a picture asked several questions
+    is several samples): it is decoded and cut once, and the model's image-token cache, keyed by
+    the tensor, runs the vision side for it once. An image's tokens do not depend on which
+    images share its batch, so training is unchanged to the bit."""
 
     def __init__(self, processor, cfg: EncodeConfig | None = None, stats: SkipStats | None = None,
-                 decode_pixels: bool = True):
+                 decode_pixels: bool = True, pixel_memo=None):
         self.proc = processor
+        self.memo = pixel_memo if decode_pixels else None
         self.tok = processor.tokenizer
         self.cfg = cfg or EncodeConfig()
         self.stats = stats
@@ -106,14 +124,29 @@ class Encoder:
 
     # -- images ---------------------------------------------------------------------------
     def _images(self, refs: list[ImageRef], sid: str) -> tuple[list, list, list]:
-        pils = [ref.load(sid) for ref in refs]
-        sizes = [tuple(im.size) for im in pils]
-        return pils, sizes, [int(self.proc.tokens_per_image(s)) for s in sizes]
+        images = []
+        for ref in refs:
+            key = ref.path if self.memo is not None and ref.data is None and ref.path else None
+            hit = self.memo.get_pixels(key) if key is not None else None
+            if hit is not None:
+                images.append(_Image(key, hit[1], pixels=hit[0]))
+            else:
+                pil = ref.load(sid)
+                images.append(_Image(key, tuple(pil.size), pil=pil))
+        sizes = [im.size for im in images]
+        return images, sizes, [int(self.proc.tokens_per_image(s)) for s in sizes]
 
-    def _pixels(self, pils: list) -> list:
+    def _pixels(self, images: list[_Image]) -> list:
         if not self.decode_pixels:
-            return [None] * len(pils)
-        return [self.proc.image_processor.preprocess_one(im) for im in pils]
+            return [None] * len(images)
+        out = []
+        for im in images:
+            if im.pixels is None:
+                im.pixels = self.proc.image_processor.preprocess_one(im.pil)
+                if im.key is not None:
+                    self.memo.keep_pixels(im.key, im.pixels, im.size)
+            out.append(im.pixels)
+        return out
 
     # -- entry point ------------------------------------------------------------------------
     def encode(self, sample):

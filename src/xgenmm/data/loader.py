@@ -64,18 +64,34 @@ class EncodedCache:
         self.items: dict[tuple, object] = {}
         self.bytes = 0
         self.hits = self.misses = self.not_kept = 0
+        # One crops tensor per image file, shared by every sample that shows it (the encoder's
+        # pixel memo); counted in `bytes` once, when kept, and never again in a sample's size.
+        self.pixels: dict[str, tuple[torch.Tensor, tuple[int, int]]] = {}
+        self._pixel_ids: set[int] = set()
 
-    @staticmethod
-    def size(entry: "_Entry") -> int:
+    def size(self, entry: "_Entry") -> int:
         value = entry.value
         encs = (value.chosen, value.rejected) if isinstance(value, EncodedPair) else (value,) if isinstance(value, Encoded) else ()
         seen, total = set(), 256
         for e in encs:
             for t in [e.input_ids, e.labels, *e.pixel_values]:
-                if id(t) not in seen:
+                if id(t) not in seen and id(t) not in self._pixel_ids:
                     seen.add(id(t))
                     total += t.numel() * t.element_size()
         return total
+
+    def get_pixels(self, key: str) -> tuple[torch.Tensor, tuple[int, int]] | None:
+        """The crops and (w, h) size kept for the image file `key`, or None."""
+        return self.pixels.get(key)
+
+    def keep_pixels(self, key: str, pixels: torch.Tensor, size: tuple[int, int]) -> None:
+        """Keep an image's crops for the next sample that shows it, while the cache has room."""
+        n = pixels.numel() * pixels.element_size()
+        if key in self.pixels or self.bytes + n > self.max_bytes:
+            return
+        self.pixels[key] = (pixels, size)
+        self._pixel_ids.add(id(pixels))
+        self.bytes += n
 
     def get(self, key: tuple):
         value = self.items.get(key)
@@ -119,8 +135,8 @@ class DataPipeline:
         # Repairs are counted per sample, then added to `stats` when the sample is fresh (a
         # replayed one was counted before the save) and remembered with a cached sample.
         local = SkipStats()
-        encoder = Encoder(self.processor, self.encode_cfg, local, decode_pixels=decode_pixels)
         cache = self.cache if decode_pixels else None
+        encoder = Encoder(self.processor, self.encode_cfg, local, decode_pixels=decode_pixels, pixel_memo=cache)
         cursor = state["cursor"] if state else 0
         replay = set(state["pending"]) if state else set()
         for pos, item in enumerate(self.stream.iterate(epoch)):
