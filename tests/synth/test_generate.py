@@ -18,8 +18,8 @@ def _json_files(root):
 @pytest.fixture(scope="module")
 def easy_worlds(tmp_path_factory):
     root = tmp_path_factory.mktemp("det")
-    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        generate_world(root / name, seed=seed, preset="easy", size=TINY, progress=False)
+    for name, seed, workers in (("a", 1, 1), ("b", 1, 1), ("c", 2, 1), ("p", 1, 2)):
+        generate_world(root / name, seed=seed, preset="easy", size=TINY, progress=False, workers=workers)
     return root
 
 
@@ -27,6 +27,25 @@ def test_same_seed_gives_identical_bytes(easy_worlds):
     a, b = _json_files(easy_worlds / "a"), _json_files(easy_worlds / "b")
     assert a.keys() == b.keys() and len(a) > 10
     assert [k for k in a if a[k] != b[k]] == []
+
+
+def test_worker_processes_write_the_same_world(easy_worlds):
+    """Sets written by two processes: every file's bytes (images included), the manifest and
+    the tokenizer corpus as one process writes them."""
+    import json
+
+    one, two = easy_worlds / "a", easy_worlds / "p"
+    files = lambda root: {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    a, p = files(one), files(two)
+    assert a.keys() == p.keys() and len([k for k in a if k.endswith(".png")]) > 20
+    assert [k for k in a if a[k] != p[k]] == []
+    assert json.loads(a["manifest.json"])["files"] == json.loads(p["manifest.json"])["files"]
+
+
+def test_bad_worker_count_is_refused_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        generate_world(tmp_path / "w", size=TINY, progress=False, workers=0)
+    assert not (tmp_path / "w").exists()
 
 
 def test_different_seed_gives_different_data(easy_worlds):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import os
 import shutil
 import time
 from dataclasses import asdict, replace
@@ -306,7 +307,9 @@ def run_demo(preset: str | DemoPreset = "full", out: str | Path = "runs/demo", s
     t = time.perf_counter()
     manifest = existing_world(world, seed, p)
     if manifest is None:
-        manifest = generate_world(world, seed=seed, preset=p.world_preset, size=p.world_size, progress=progress)
+        # Two processes where there are two cores: the same bytes as one (generate_world).
+        manifest = generate_world(world, seed=seed, preset=p.world_preset, size=p.world_size, progress=progress,
+                                  workers=min(2, threads or os.cpu_count() or 1))
     else:
         print(f"reusing the world already in {world} (same generator version, seed, preset and size)", flush=True)
     card.chance = dict(manifest["chance"])

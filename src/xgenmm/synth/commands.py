@@ -14,6 +14,8 @@ def add_synth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="standard", help="world difficulty")
     p.add_argument("--size", choices=sorted(SIZES), default="full", help="small: CI smoke tests; full: enough to learn")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes writing the data sets (the same bytes for any number)")
     p.add_argument("--tokenizer", action="store_true", help="also train the world's tokenizer into OUT/tokenizer")
     p.add_argument("--vocab-size", type=int, default=768, help="tokenizer vocabulary size (with --tokenizer)")
     p.set_defaults(func=run_synth)
@@ -22,7 +24,7 @@ def add_synth_arguments(p: argparse.ArgumentParser) -> None:
 def run_synth(args: argparse.Namespace) -> int:
     from .generate import generate_world
 
-    manifest = generate_world(args.out, seed=args.seed, preset=args.preset, size=args.size)
+    manifest = generate_world(args.out, seed=args.seed, preset=args.preset, size=args.size, workers=args.workers)
     if args.tokenizer:
         from .corpus import build_world_tokenizer
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import mean
@@ -109,18 +110,15 @@ def _rng(seed: int, name: str) -> random.Random:
     return random.Random(f"xgenmm-synth/{seed}/{name}")  # str seeds are hashed deterministically
 
 
-def generate_world(
-    out_dir: str | Path, seed: int = 0, preset: str = "standard", size: str | WorldSize = "full", progress: bool = True
-) -> dict:
-    """Write the synthetic world under `out_dir` and return its manifest (also written to
-    `out_dir/manifest.json`). Same arguments, same bytes. `size` is "small", "full" or a
-    `WorldSize` (tests use tiny ones)."""
-    cfg, sz = get_preset(preset), get_size(size)
-    out = OutputDir(out_dir)
-    # The tokenizer's corpus is the training data's text: held-out sets never shape the
-    # vocabulary, so their size leaves the tokenizer, and every model trained with it, as is.
-    corpus, held_out_text = D.Corpus(), D.Corpus()
-    corpus.add(DEFAULT_SYSTEM_PROMPT, REFUSAL)
+# Milliseconds to write one sample of each training set (measured at the demo's size on a 2-core
+# host; a multi-image sample renders two to four scenes): the largest sets are handed out first,
+# so that no worker starts one late.
+MS_PER_SAMPLE = {"sft_multi": 2.6, "interleaved": 3.2, "captions": 1.25, "sft_single": 1.0, "dpo": 0.9, "safety": 0.9}
+
+
+def _jobs(out: OutputDir, cfg: WorldConfig, sz: WorldSize, corpus: D.Corpus, held_out_text: D.Corpus):
+    """(training sets, held-out sets): name -> a function of the set's random stream that writes
+    it under `out`, adds its text to `corpus` (training) or `held_out_text`, and returns its counts."""
     train = {
         "captions": lambda r: D.write_caption_shards(out, cfg, r, sz.captions, sz.shard_size, corpus),
         "interleaved": lambda r: D.write_interleaved_shards(out, cfg, r, sz.interleaved, sz.shard_size, corpus),
@@ -140,10 +138,64 @@ def generate_world(
         "world_grounding": lambda r: E.write_grounding(out, "eval/world_grounding", cfg, r, sz.grounding, held_out_text),
         "world_safety": lambda r: E.write_safety_eval(out, "eval/world_safety", cfg, r, sz.safety_eval, held_out_text),
     }
+    return train, evals
+
+
+def _write_set(root: str, preset: str, sz: WorldSize, seed: int, name: str) -> tuple:
+    """One data set, written in a worker process: (counts, files written, its training text,
+    its held-out text), each text list in first-seen order."""
+    out, corpus, held = OutputDir(root), D.Corpus(), D.Corpus()
+    train, evals = _jobs(out, get_preset(preset), sz, corpus, held)
+    counts = {**train, **evals}[name](_rng(seed, name))
+    return counts, out.files, list(corpus), list(held)
+
+
+def generate_world(
+    out_dir: str | Path, seed: int = 0, preset: str = "standard", size: str | WorldSize = "full", progress: bool = True,
+    workers: int = 1,
+) -> dict:
+    """Write the synthetic world under `out_dir` and return its manifest (also written to
+    `out_dir/manifest.json`). Same arguments, same bytes, whatever `workers` is: each data set
+    draws from its own random stream, and with `workers` > 1 the sets are written by that many
+    processes and their text is merged in the sets' order. `size` is "small", "full" or a
+    `WorldSize` (tests use tiny ones)."""
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer (processes writing the data sets), got {workers!r}")
+    cfg, sz = get_preset(preset), get_size(size)
+    out = OutputDir(out_dir)
+    # The tokenizer's corpus is the training data's text: held-out sets never shape the
+    # vocabulary, so their size leaves the tokenizer, and every model trained with it, as is.
+    corpus, held_out_text = D.Corpus(), D.Corpus()
+    corpus.add(DEFAULT_SYSTEM_PROMPT, REFUSAL)
+    train, evals = _jobs(out, cfg, sz, corpus, held_out_text)
     counts: dict[str, dict] = {}
     jobs = list(train.items()) + list(evals.items())
-    for name, job in tqdm(jobs, desc=f"synth world ({preset}, {size})", unit="set", disable=not progress):
-        counts[name] = job(_rng(seed, name))
+    bar = tqdm(total=len(jobs), desc=f"synth world ({preset}, {size})", unit="set", disable=not progress)
+    # Forked workers, as torch's DataLoader forks its own on Linux: a spawned or forkserver
+    # worker would import the caller's main script again (and a script without a main guard
+    # would run again there). Elsewhere one process writes every set.
+    if workers <= 1 or sys.platform != "linux":
+        for name, job in jobs:
+            counts[name] = job(_rng(seed, name))
+            bar.update(1)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        ctx = mp.get_context("fork")
+        results = {}
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            order = sorted(train, key=lambda n: -MS_PER_SAMPLE[n] * getattr(sz, n)) + list(evals)
+            futures = {pool.submit(_write_set, str(out.root), preset, sz, seed, name): name for name in order}
+            for f in as_completed(futures):
+                results[futures[f]] = f.result()
+                bar.update(1)
+        for name, _ in jobs:  # merged in the sets' order: the same corpus as one process writes
+            counts[name], files, texts, held = results[name]
+            out.files.update(files)
+            corpus.add(*texts)
+            held_out_text.add(*held)
+    bar.close()
     out.write_text("text/corpus.txt", "".join(t.replace("\n", " ") + "\n" for t in corpus))
     # What the held-out sets ask must be named somewhere in the training text: a word only the
     # evaluation uses (a colour, a shape, a word to read) could not be answered by any model.
