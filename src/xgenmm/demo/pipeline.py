@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import os
+import random
 import shutil
 import time
 from dataclasses import asdict, replace
