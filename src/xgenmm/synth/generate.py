@@ -157,7 +157,8 @@ def generate_world(
     """Write the synthetic world under `out_dir` and return its manifest (also written to
     `out_dir/manifest.json`). Same arguments, same bytes, whatever `workers` is: each data set
     draws from its own random stream, and with `workers` > 1 the sets are written by that many
-    processes and their text is merged in the sets' order. `size` is "small", "full" or a
+    forked processes (on Linux; elsewhere by this one) and their text is merged in the sets'
+    order. `size` is "small", "full" or a
     `WorldSize` (tests use tiny ones)."""
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer (processes writing the data sets), got {workers!r}")
