@@ -61,3 +61,38 @@ def test_an_output_path_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("xgenmm data: error:") and str(afile) in err and "Traceback" not in err
     assert afile.read_text() == "keep"
+
+
+def test_the_command_line_parser_imports_neither_torch_nor_transformers():
+    """`xgenmm --help` and a usage error come without the seconds that torch and transformers
+    take to import: the packages export their public names lazily (`xgenmm/_lazy.py`) and
+    each subcommand imports its machinery when it runs."""
+    import subprocess
+    import sys
+
+    code = ("import sys, xgenmm.cli as c; c.build_parser(); "
+            "print(sorted(m for m in ('torch', 'transformers', 'webdataset', 'tokenizers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_packages_public_names_resolve_on_first_use():
+    import pytest
+
+    import xgenmm
+    import xgenmm.curate
+    import xgenmm.data
+    import xgenmm.eval
+    import xgenmm.train
+    from xgenmm import XGenMM
+    from xgenmm.data import Encoder
+    from xgenmm.data.encode import Encoder as defined
+    from xgenmm.model.xgenmm import XGenMM as model_class
+
+    assert XGenMM is model_class and Encoder is defined
+    for package in (xgenmm, xgenmm.data, xgenmm.eval, xgenmm.train, xgenmm.curate, xgenmm.model):
+        for name in package.__all__:
+            assert getattr(package, name) is not None, (package.__name__, name)
+            assert name in dir(package)
+    with pytest.raises(AttributeError, match="xgenmm.data.*NoSuchThing"):
+        xgenmm.data.NoSuchThing  # noqa: B018

@@ -12,9 +12,20 @@
     commands.py           `xgenmm curate ocr|grounding|kale`
 """
 
-from .runner import RunConfig, process_shard, run
-from .sources import ShardSpec, SourceOptions, list_shards, read_shard
-from .tasks import GroundingTaskConfig, KaleTaskConfig, OCRTaskConfig
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+if TYPE_CHECKING:  # for type checkers; at run time each name is imported on first use
+    from .runner import RunConfig, process_shard, run
+    from .sources import ShardSpec, SourceOptions, list_shards, read_shard
+    from .tasks import GroundingTaskConfig, KaleTaskConfig, OCRTaskConfig
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    **dict.fromkeys(["RunConfig", "process_shard", "run"], ".runner"),
+    **dict.fromkeys(["ShardSpec", "SourceOptions", "list_shards", "read_shard"], ".sources"),
+    **dict.fromkeys(["GroundingTaskConfig", "KaleTaskConfig", "OCRTaskConfig"], ".tasks"),
+})
 
 __all__ = ["GroundingTaskConfig", "KaleTaskConfig", "OCRTaskConfig", "RunConfig", "ShardSpec", "SourceOptions",
            "list_shards", "process_shard", "read_shard", "run"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .generate import SIZES
+from .sizes import SIZES
 from .world import PRESETS
 
 
