@@ -12,6 +12,9 @@ OPTS = ["a red circle", "a blue square", "a green star", "nothing"]
     ("B", "B"), ("B.", "B"), ("(C)", "C"), ("D) nothing", "D"), ("Answer: A", "A"),
     ("The answer is (B).", "B"), ("I think the answer is C", "C"), ("a blue square", "B"),
     ("It shows a green star.", "C"),
+    # "is" and a colon together, and Markdown emphasis, as chat models write them
+    ("The answer is: B", "B"), ("Answer is: C", "C"), ("My answer is: B.", "B"), ("**B**", "B"),
+    ("The answer is **D**", "D"), ("Answer: **C**", "C"),
 ])
 def test_extract_choice_reads_letters_and_option_text(text, letter):
     assert extract_choice(text, OPTS) == letter

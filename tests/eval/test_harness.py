@@ -236,3 +236,69 @@ def test_beam_search_runs_under_its_own_name_and_decodes_as_the_model_does(world
     mc = evaluate(model, proc, "world_mc", world, out_dir=tmp_path, progress=False, num_beams=3, length_penalty=0.0)
     assert mc["mc_scoring"] == "likelihood" and mc["num_beams"] == 1
     assert (tmp_path / "world_mc" / "predictions.jsonl").is_file() and not list(tmp_path.glob("world_mc_beams*"))
+
+
+def test_resume_refuses_predictions_made_with_other_settings(world, squash_model, tmp_path):
+    """Predictions made with another demonstration seed, decoding budget or option scoring are
+    never reported under this run's settings; the same settings resume."""
+    model, proc = squash_model
+    evaluate(model, proc, "world_vqa", world, shots=2, limit=2, seed=0, out_dir=tmp_path, max_new_tokens=2, progress=False)
+    with pytest.raises(ValueError, match=r"other settings \(seed 0 there, 1 now\)"):
+        evaluate(model, proc, "world_vqa", world, shots=2, limit=2, seed=1, out_dir=tmp_path, max_new_tokens=2,
+                 progress=False)
+    with pytest.raises(ValueError, match="max_new_tokens 2 there, 3 now"):
+        evaluate(model, proc, "world_vqa", world, shots=2, limit=2, seed=0, out_dir=tmp_path, max_new_tokens=3,
+                 progress=False)
+    again = evaluate(model, proc, "world_vqa", world, shots=2, limit=2, seed=0, out_dir=tmp_path, max_new_tokens=2,
+                     progress=False)
+    assert again["resumed"] == 2
+    evaluate(model, proc, "world_mc", world, mc_scoring="generate", max_new_tokens=2, out_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="mc_scoring 'generate' there, 'likelihood' now"):
+        evaluate(model, proc, "world_mc", world, mc_scoring="likelihood", max_new_tokens=2, out_dir=tmp_path,
+                 progress=False)
+
+
+def test_resume_after_a_last_line_that_lost_its_newline(world, squash_model, tmp_path):
+    model, proc = squash_model
+    evaluate(model, proc, "world_vqa", world, limit=2, out_dir=tmp_path, max_new_tokens=2, progress=False)
+    pred = tmp_path / "world_vqa" / "predictions.jsonl"
+    pred.write_text(pred.read_text().rstrip("\n"))  # complete, but without its newline
+    second = evaluate(model, proc, "world_vqa", world, out_dir=tmp_path, max_new_tokens=2, progress=False)
+    assert second["resumed"] == 2
+    ids = [json.loads(line)["id"] for line in pred.read_text().splitlines()]
+    assert sorted(ids) == ["0", "1", "2", "3"]
+    third = evaluate(model, proc, "world_vqa", world, out_dir=tmp_path, max_new_tokens=2, progress=False)
+    assert third["resumed"] == 4
+
+
+def test_a_k_shot_run_needs_k_demonstrations(world, squash_model):
+    model, proc = squash_model  # world_vqa_train holds 6 samples
+    with pytest.raises(ValueError, match="8 demonstrations asked, but the train split has only 6"):
+        evaluate(model, proc, "world_vqa", world, shots=8, limit=1, max_new_tokens=2, progress=False)
+
+
+def test_option_scoring_of_a_question_does_not_depend_on_its_batch(tmp_path, squash_model):
+    """A multi-image benchmark mixes multiple-choice and open questions (Mantis-Eval); with
+    likelihood scoring, each multiple-choice question is scored by its options' likelihood
+    whichever questions share its batch."""
+    from PIL import Image
+
+    model, proc = squash_model
+    d = tmp_path / "world_multi"
+    d.mkdir()
+    Image.new("RGB", (32, 32), (200, 0, 0)).save(d / "a.png")
+    Image.new("RGB", (32, 32), (0, 0, 200)).save(d / "b.png")
+    rows = [{"id": i, "images": ["a.png", "b.png"], "question": "Which image is red?", "answer": "A",
+             "options": ["the first", "the second"]} if i % 2 == 0 else
+            {"id": i, "images": ["a.png", "b.png"], "question": "Name the first colour.", "answer": "red"}
+            for i in range(4)]
+    (d / "multi.json").write_text(json.dumps(rows))
+    preds = {}
+    for bs in (1, 4):
+        res = evaluate(model, proc, "world_multi", tmp_path, batch_size=bs, mc_scoring="likelihood",
+                       out_dir=tmp_path / f"bs{bs}", max_new_tokens=3, progress=False)
+        recs = (tmp_path / f"bs{bs}" / "world_multi" / "predictions.jsonl").read_text().splitlines()
+        preds[bs] = {r["id"]: r["prediction"] for r in map(json.loads, recs)}
+        assert res["metrics"].get("unparseable", 0) == 0
+    assert preds[1] == preds[4]
+    assert preds[4]["0"] in rows[0]["options"] and preds[4]["2"] in rows[2]["options"]

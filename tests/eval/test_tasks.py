@@ -153,3 +153,47 @@ def test_bad_json_line_is_reported_with_its_number(tmp_path):
     (tmp_path / "grounding.jsonl").write_text('{"id": 0}\n{oops\n')
     with pytest.raises(DataError, match="grounding.jsonl: line 2 is not valid JSON"):
         TASKS["world_grounding"].read(tmp_path)
+
+
+def _rewrite(path, change):
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("change, message", [
+    # a string of answers would be read letter by letter: ['y', 'e', 's']
+    (lambda a: a["annotations"][0].update(answers="yes"), r"annotation 0 field 'answers' must be a list, got str"),
+    (lambda a: a["annotations"][0].update(answers=3), r"annotation 0 field 'answers' must be a list, got int"),
+    (lambda a: a["annotations"][0]["answers"].__setitem__(0, {"answr": "red"}), r"annotation 0 answer 0 has no field 'answer'"),
+    (lambda a: a.update(annotations={"0": {}}), r"annotations.json: expected an object with an 'annotations' list"),
+])
+def test_vqa_reader_refuses_answers_that_are_not_a_list(tmp_path, change, message):
+    write_world_vqa(tmp_path, 2)
+    _rewrite(tmp_path / "annotations.json", change)
+    with pytest.raises(DataError, match=message):
+        TASKS["world_vqa"].read(tmp_path)
+
+
+def test_readers_name_file_record_and_field_of_a_malformed_value(tmp_path):
+    (tmp_path / "multi.json").write_text(json.dumps([{"id": 0, "images": ["a.png"], "question": "q?", "answer": "A",
+                                                      "options": "cat"}]))
+    with pytest.raises(DataError, match=r"multi.json: record 0 field 'options' must be a list, got str"):
+        F.read_multi_json(tmp_path, ["multi.json"])
+    (tmp_path / "grounding.jsonl").write_text(json.dumps({"id": 0, "image": "0.png", "expression": "the circle",
+                                                          "bbox": [1, "two", 3, 4], "width": 9, "height": 9}) + "\n")
+    with pytest.raises(DataError, match=r"grounding.jsonl: line 1 field 'bbox' must be \[x1, y1, x2, y2\] numbers"):
+        TASKS["world_grounding"].read(tmp_path)
+    (tmp_path / "captions.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "1.png"}],
+                                                        "annotations": [{"image_id": 1, "caption": 5}]}))
+    with pytest.raises(DataError, match=r"captions.json: annotation 0 field 'caption' must be a string"):
+        F.read_coco_captions(tmp_path, ["captions.json"])
+    (tmp_path / "captions.json").write_text(json.dumps({"images": 3, "annotations": []}))
+    with pytest.raises(DataError, match="'images' and 'annotations' lists"):
+        F.read_coco_captions(tmp_path, ["captions.json"])
+    with pytest.raises(DataError, match=r"row 2 field 'image' is neither base64 nor a list of it"):
+        F.tsv_images("[abc", tmp_path / "mc.tsv", "row 2")
+    (tmp_path / "TextVQA_0.5.1_val.json").write_text(json.dumps({"data": [{"question_id": 0, "question": "q?",
+                                                                          "image_id": "a", "answers": "yes"}]}))
+    with pytest.raises(DataError, match=r"record 0 field 'answers' must be a list, got str"):
+        F.read_answers_json(tmp_path, ["TextVQA_0.5.1_val.json"], "image_id", lambda i: f"{i}.jpg", "question_id")

@@ -49,7 +49,8 @@ def run_name(task: Task, shots: int | None) -> str:
 
 def _load_done(path: Path) -> dict[str, dict]:
     """Records of a previous partial run. A line cut off by an interrupted write is dropped
-    and the file rewritten without it, so that appending continues cleanly."""
+    and the file rewritten without it (and a last line without its newline given one), so
+    that appending continues cleanly."""
     if not path.exists():
         return {}
     done, good, dropped = {}, [], 0
@@ -62,12 +63,34 @@ def _load_done(path: Path) -> dict[str, dict]:
         if isinstance(rec, dict) and "id" in rec:
             done[str(rec["id"])] = rec
             good.append(line)
-    if dropped:
-        log.warning("%s: dropped %d unreadable line(s) of an interrupted run", path, dropped)
+    text = path.read_bytes()
+    if dropped or (text and not text.endswith(b"\n")):  # a complete last line that lost its newline too
+        if dropped:
+            log.warning("%s: dropped %d unreadable line(s) of an interrupted run", path, dropped)
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text("".join(g + "\n" for g in good), encoding="utf-8")
         os.replace(tmp, path)
     return done
+
+
+SETTINGS_FILE = "settings.json"  # beside predictions.jsonl: what its predictions depend on beyond the folder's name
+
+
+def _check_settings(path: Path, settings: dict) -> None:
+    """Refuse to resume predictions made with other settings (the demonstrations' seed, the
+    decoding budget, how options are scored) than this run's: they would be reported under
+    this run's settings. Predictions without the file (an older run) are resumed as before."""
+    if not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable ({e}); delete it, or the folder, to evaluate again") from e
+    changed = {k: (before.get(k), v) for k, v in settings.items() if k in before and before[k] != v}
+    if changed:
+        what = ", ".join(f"{k} {a!r} there, {b!r} now" for k, (a, b) in changed.items())
+        raise ValueError(f"{path.parent}: its predictions were made with other settings ({what}); give another "
+                         f"output folder, or delete that one to evaluate again")
 
 
 def _load_images(sample: Sample) -> tuple[list | None, str | None]:
@@ -140,6 +163,9 @@ class _Demonstrations:
             ims = self.images(demo) if with_images else []
             if ims is not None:
                 chosen.append((demo, ims))
+        if len(chosen) < k:  # a k-shot result must hold k demonstrations (OpenFlamingo's draw fails too)
+            raise ValueError(f"sample {sample.id}: {k} demonstrations asked, but the train split has only "
+                             f"{len(chosen)} usable ones (other samples, their images readable) of {len(self.pool)}")
         return chosen
 
 
@@ -218,8 +244,9 @@ def _option_choice(model, proc, prompts: list[str], images: list[list], options:
 
 
 def _by_likelihood(task: Task, samples: list[Sample], scoring: str) -> bool:
-    """Whether these samples are answered by option likelihood (nothing decoded): multiple
-    choice, or multi-image questions that all have options, scored "likelihood"."""
+    """Whether these samples are all answered by option likelihood (nothing decoded): multiple
+    choice, or multi-image questions that all have options, scored "likelihood". The harness
+    asks it of each sample alone, so that batching never changes how a question is scored."""
     is_mc = task.kind == "mc" or (task.kind == "multi" and all(s.options for s in samples))
     return is_mc and scoring == "likelihood"
 
@@ -273,12 +300,17 @@ def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: i
     name = run_name(task, shots) + (f"_text{text_demos}" if text_demos else "") + ("_similar" if drawing and demos == "similar" else "")
     name += f"_beams{num_beams}_lp{length_penalty:g}" if num_beams > 1 else ""  # a resumed run decodes as it began
     pred_path = Path(out_dir) / name / "predictions.jsonl" if out_dir is not None else None
+    settings = {"seed": seed if drawing else None, "max_new_tokens": max_new_tokens or task.max_new_tokens,
+                "mc_scoring": scoring if task.kind in ("mc", "multi") else None}
+    if pred_path:
+        _check_settings(pred_path.parent / SETTINGS_FILE, settings)
     done = _load_done(pred_path) if pred_path else {}
     done = {k: v for k, v in done.items() if k in by_id}
     todo = [s for s in samples if s.id not in done]
     records = list(done.values())
     if pred_path:
         pred_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(pred_path.parent / SETTINGS_FILE, settings)
     writer = pred_path.open("a", encoding="utf-8") if pred_path else None
     was_training = model.training
     model.eval()
@@ -295,13 +327,21 @@ def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: i
                 text, all_ims = _prompt(task, processor, s, ims, shots, pool, text_demos)
                 batch.append(s), prompts.append(text), images.append(all_ims)
             if batch:
-                if _by_likelihood(task, batch, scoring):
-                    choices = _option_choice(model, processor, prompts, images, [s.options for s in batch], batch_size, shots is not None)
-                    texts = [s.options[letters(len(s.options)).index(c)] for s, c in zip(batch, choices)]
-                else:
-                    choices = [None] * len(batch)
-                    texts = _generate(model, processor, prompts, images, max_new_tokens or task.max_new_tokens, shots is not None,
-                                      num_beams, length_penalty)
+                # Each sample is scored as it would be alone: by its options' likelihood, or by
+                # generation (a multi-image benchmark mixes both kinds of question).
+                texts, choices = [""] * len(batch), [None] * len(batch)
+                lik = [i for i, s in enumerate(batch) if _by_likelihood(task, [s], scoring)]
+                gen = [i for i in range(len(batch)) if i not in lik]
+                if lik:
+                    picked = _option_choice(model, processor, [prompts[i] for i in lik], [images[i] for i in lik],
+                                            [batch[i].options for i in lik], batch_size, shots is not None)
+                    for i, c in zip(lik, picked):
+                        choices[i], texts[i] = c, batch[i].options[letters(len(batch[i].options)).index(c)]
+                if gen:
+                    decoded = _generate(model, processor, [prompts[i] for i in gen], [images[i] for i in gen],
+                                        max_new_tokens or task.max_new_tokens, shots is not None, num_beams, length_penalty)
+                    for i, text in zip(gen, decoded):
+                        texts[i] = text
                 for s, text, choice in zip(batch, texts, choices):
                     new.append(score_sample(task, s, text, choice))
                 ran += len(batch)

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 LETTERS = string.ascii_uppercase
 
-# Explicit answer statements, tried first: "Answer: B", "the answer is (B)", "option B".
+# Explicit answer statements, tried first: "Answer: B", "the answer is (B)", "The answer is: B", "option B".
 _STATED = re.compile(
-    r"(?:answer|option|choice)\s*(?:is|:)?\s*(?:option\s*)?[\(\[]?([A-Z])[\)\].:]?(?![A-Za-z])", re.IGNORECASE
+    r"(?:answer|option|choice)\s*(?:is\s*)?:?\s*(?:option\s*)?[\(\[]?([A-Z])[\)\].:]?(?![A-Za-z])", re.IGNORECASE
 )
 # A letter standing alone at the start: "B", "B.", "(B)", "B)", "B: text", "[B]".
 _LEADING = re.compile(r"^\s*[\(\[]?([A-Z])(?:[\)\].:,]|\s|$)")
@@ -27,7 +27,8 @@ def extract_choice(text: str, options: Sequence[str]) -> str | None:
     """The option letter ("A", "B", ...) that free text `text` picks among `options`
     (option texts in letter order), or None when it cannot be told.
 
-    In order: an explicit statement ("Answer: B", "the answer is (B)"); a letter alone at the
+    Markdown emphasis is read through ("**B**"). In order: an explicit statement ("Answer: B",
+    "the answer is (B)", "The answer is: B"); a letter alone at the
     start ("B", "(B)", "B. a cat"); a lone letter in parentheses; the text equal to one
     option's text; exactly one option's text contained in the text. Letters beyond the
     number of options are ignored. Matching of option text ignores case and punctuation.
@@ -35,7 +36,7 @@ def extract_choice(text: str, options: Sequence[str]) -> str | None:
     if not options:
         raise ValueError("extract_choice: no options")
     valid = LETTERS[: len(options)]
-    text = (text or "").strip()
+    text = re.sub(r"\*+", "", text or "").strip()  # Markdown emphasis: "**B**", "answer is **B**"
     if not text:
         return None
     for pattern in (_STATED, _LEADING):

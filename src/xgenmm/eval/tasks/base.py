@@ -97,6 +97,19 @@ def need(record: dict, fields: Sequence[str], path: Path, where: str) -> None:
             raise DataError(f"{path}: {where} has no field {f!r}")
 
 
+def need_list(record: dict, field: str, path: Path, where: str, of: type | tuple[type, ...] | None = None) -> list:
+    """`record[field]`, which must be a list (a string of answers is not one: it would be read
+    letter by letter), of `of` items where given; else a DataError naming file, record and field."""
+    value = record[field]
+    if not isinstance(value, list):
+        raise DataError(f"{path}: {where} field {field!r} must be a list, got {type(value).__name__} {value!r:.60}")
+    if of is not None:
+        for k, v in enumerate(value):
+            if not isinstance(v, of) or isinstance(v, bool):
+                raise DataError(f"{path}: {where} field {field!r} item {k} has type {type(v).__name__}: {v!r:.60}")
+    return value
+
+
 def first_existing(folder: Path, names: Sequence[str]) -> Path:
     """The first of `names` present in `folder` (several public file names for one file)."""
     for n in names:

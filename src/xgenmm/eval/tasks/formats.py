@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .base import DataError, Sample, first_existing, letters, load_json, load_jsonl, need
+from .base import DataError, Sample, first_existing, letters, load_json, load_jsonl, need, need_list
 
 
 def read_vqa_pair(folder: Path, questions: list[str], annotations: list[str], image_path: Callable[[int | str], str]) -> list[Sample]:
@@ -23,13 +23,14 @@ def read_vqa_pair(folder: Path, questions: list[str], annotations: list[str], im
     "question_type"?, "answer_type"?}]}; `image_path(image_id)` names the image file."""
     qpath, apath = first_existing(folder, questions), first_existing(folder, annotations)
     qs, anns = load_json(qpath), load_json(apath)
-    if not isinstance(qs, dict) or "questions" not in qs:
+    if not isinstance(qs, dict) or not isinstance(qs.get("questions"), list):
         raise DataError(f"{qpath}: expected an object with a 'questions' list")
-    if not isinstance(anns, dict) or "annotations" not in anns:
+    if not isinstance(anns, dict) or not isinstance(anns.get("annotations"), list):
         raise DataError(f"{apath}: expected an object with an 'annotations' list")
     by_qid = {}
     for i, a in enumerate(anns["annotations"]):
         need(a, ("question_id", "answers"), apath, f"annotation {i}")
+        need_list(a, "answers", apath, f"annotation {i}", (dict, str, int, float))
         by_qid[a["question_id"]] = (i, a)
     samples = []
     for i, q in enumerate(qs["questions"]):
@@ -64,6 +65,9 @@ def read_answers_json(folder: Path, names: list[str], image_field: str, image_pa
     samples = []
     for i, r in enumerate(rows):
         need(r, (image_field, "question", "answers"), path, f"record {i}")
+        for k, a in enumerate(need_list(r, "answers", path, f"record {i}", (dict, str, int, float))):
+            if isinstance(a, dict):
+                need(a, ("answer",), path, f"record {i} answer {k}")
         answers = [str(a["answer"]) if isinstance(a, dict) else str(a) for a in r["answers"]]
         if not answers:
             raise DataError(f"{path}: record {i} has an empty 'answers' list")
@@ -80,13 +84,18 @@ def read_coco_captions(folder: Path, names: list[str], image_dir: str = "") -> l
     path = first_existing(folder, names)
     data = load_json(path)
     if isinstance(data, dict) and "data" in data:  # TextCaps
+        if not isinstance(data["data"], list):
+            raise DataError(f"{path}: field 'data' must be a list of records")
         samples = []
         seen: dict[str, Sample] = {}
         for i, r in enumerate(data["data"]):
             need(r, ("image_id",), path, f"record {i}")
-            refs = r.get("reference_strs") or ([r["caption_str"]] if "caption_str" in r else None)
+            refs = (need_list(r, "reference_strs", path, f"record {i}", str) if r.get("reference_strs") is not None
+                    else [r["caption_str"]] if "caption_str" in r else None)
             if not refs:
                 raise DataError(f"{path}: record {i} has neither 'reference_strs' nor 'caption_str'")
+            if not all(isinstance(x, str) for x in refs):
+                raise DataError(f"{path}: record {i} field 'caption_str' must be a string")
             key = str(r["image_id"])
             if key in seen:
                 seen[key].answers.extend(x for x in refs if x not in seen[key].answers)
@@ -96,8 +105,8 @@ def read_coco_captions(folder: Path, names: list[str], image_dir: str = "") -> l
             seen[key] = Sample(key, [folder / image_dir / name], "", list(refs))
             samples.append(seen[key])
         return samples
-    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-        raise DataError(f"{path}: expected COCO captions with 'images' and 'annotations'")
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
+        raise DataError(f"{path}: expected COCO captions with 'images' and 'annotations' lists")
     images = {}
     for i, im in enumerate(data["images"]):
         need(im, ("id", "file_name"), path, f"image {i}")
@@ -107,6 +116,8 @@ def read_coco_captions(folder: Path, names: list[str], image_dir: str = "") -> l
         need(a, ("image_id", "caption"), path, f"annotation {i}")
         if a["image_id"] not in images:
             raise DataError(f"{path}: annotation {i} names image_id {a['image_id']!r}, which is not in 'images'")
+        if not isinstance(a["caption"], str):
+            raise DataError(f"{path}: annotation {i} field 'caption' must be a string, got {a['caption']!r:.60}")
         refs[a["image_id"]].append(a["caption"])
     return [Sample(str(k), [folder / image_dir / im["file_name"]], "", refs[k])
             for k, im in images.items() if refs[k]]
@@ -126,7 +137,12 @@ def tsv_images(value: str, path: Path, where: str) -> list[bytes]:
         try:
             items = json.loads(value)
         except json.JSONDecodeError:
-            items = ast.literal_eval(value)
+            try:
+                items = ast.literal_eval(value)
+            except (ValueError, SyntaxError) as e:
+                raise DataError(f"{path}: {where} field 'image' is neither base64 nor a list of it ({e})") from e
+        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+            raise DataError(f"{path}: {where} field 'image' must be base64 or a list of base64 strings")
         return [_b64(v, path, f"{where} image {k}") for k, v in enumerate(items)]
     return [_b64(value, path, where)]
 
@@ -198,8 +214,10 @@ def read_multi_json(folder: Path, names: list[str]) -> list[Sample]:
     samples = []
     for i, r in enumerate(rows):
         need(r, ("id", "images", "question", "answer"), path, f"record {i}")
-        if not isinstance(r["images"], list) or not r["images"]:
+        if not isinstance(r["images"], list) or not r["images"] or not all(isinstance(p, str) for p in r["images"]):
             raise DataError(f"{path}: record {i} field 'images' must be a non-empty list of files")
+        if r.get("options") is not None:
+            need_list(r, "options", path, f"record {i}", (str, int, float))
         meta = {k: r[k] for k in ("question_type", "category") if k in r}
         samples.append(Sample(str(r["id"]), [folder / p for p in r["images"]], r["question"], [str(r["answer"])],
                               [str(o) for o in r["options"]] if r.get("options") else None, meta))
@@ -213,8 +231,9 @@ def read_grounding(folder: Path, names: list[str]) -> list[Sample]:
     samples = []
     for i, r in enumerate(load_jsonl(path)):
         need(r, ("id", "image", "expression", "bbox", "width", "height"), path, f"line {i + 1}")
-        if not isinstance(r["bbox"], list) or len(r["bbox"]) != 4:
-            raise DataError(f"{path}: line {i + 1} field 'bbox' must be [x1, y1, x2, y2]")
+        if (not isinstance(r["bbox"], list) or len(r["bbox"]) != 4
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r["bbox"])):
+            raise DataError(f"{path}: line {i + 1} field 'bbox' must be [x1, y1, x2, y2] numbers, got {r['bbox']!r:.60}")
         meta = {"bbox": [float(v) for v in r["bbox"]], "width": r["width"], "height": r["height"]}
         if "prompt" in r:
             meta["prompt"] = r["prompt"]
