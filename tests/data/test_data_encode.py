@@ -138,6 +138,18 @@ def test_preference_pair_shares_prompt_and_images_and_supervises_each_answer(pro
     assert torch.equal(pair.chosen.pixel_values[0], pair.rejected.pixel_values[0])
 
 
+def test_a_multi_turn_preference_prompt_supervises_only_the_final_answers(processor, image_dir):
+    """The prompt's earlier answers are prompt: neither DPO's log-ratio nor its NLL term
+    (`dpo.sft_weight`) may score them, nor count them in the answer's length."""
+    p = PreferenceSample("p", [Turn("user", "<image>\nwhat is in the image?"), Turn("assistant", "a yellow star"),
+                               Turn("user", "how many shapes?")],
+                         [ImageRef(path=str(image_dir / "img0.png"))], chosen="two", rejected="three")
+    pair = Encoder(processor).encode(p)
+    tok = processor.tokenizer
+    assert supervised_runs(tok, pair.chosen) == ["two<|end|>\n"]
+    assert supervised_runs(tok, pair.rejected) == ["three<|end|>\n"]
+
+
 def test_missing_and_corrupt_images_are_sample_errors(processor, image_dir):
     for name, reason in (("nope.png", "missing_image"), ("corrupt.png", "bad_image")):
         with pytest.raises(SampleError) as e:

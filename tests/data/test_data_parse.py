@@ -6,8 +6,8 @@ import pytest
 from datahelpers import llava
 
 from xgenmm.data import Conversation, ImageRef, InterleavedSample, PreferenceSample, SamplePolicy, parse_record
-from xgenmm.data.errors import (EMPTY_CONVERSATION, FIXED_IMAGE_TAGS, IMAGE_COUNT, TOO_MANY_IMAGES, TURN_ORDER,
-                                SampleError, SkipStats)
+from xgenmm.data.errors import (BAD_RECORD, EMPTY_CONVERSATION, FIXED_IMAGE_TAGS, IMAGE_COUNT, TOO_MANY_IMAGES,
+                                TURN_ORDER, SampleError, SkipStats)
 
 
 def test_llava_record_becomes_conversation_with_user_and_assistant_turns():
@@ -133,3 +133,28 @@ def test_interleaved_segments_keep_reading_order_with_member_and_base64_images()
     assert isinstance(s, InterleavedSample)
     assert [type(x).__name__ for x in s.segments] == ["str", "ImageRef", "str", "ImageRef"]
     assert s.segments[3].data == b"xy" and isinstance(s.segments[1], ImageRef)
+
+
+@pytest.mark.parametrize("rec, kind, reason, says", [
+    # malformed fields are BAD_RECORD sample errors naming the sample, never another exception
+    ({"texts": ["a", None], "images": None}, "auto", BAD_RECORD, "'texts' and 'images' lists"),
+    ({"caption": "x"}, "interleaved", BAD_RECORD, "'texts' and 'images' lists"),
+    ({"caption": "x"}, "conversation", BAD_RECORD, "missing field 'messages'"),
+    ({"conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}],
+      "image": "data:image/png;base64,abcde"}, "auto", BAD_RECORD, "not valid base64"),
+    ({"conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}],
+      "image": "data:image/png;base64"}, "auto", BAD_RECORD, "without ','"),
+    # OBELICS documents whose content would be dropped silently
+    ({"texts": ["a", None, "tail"], "images": [None, "0.png"]}, "auto", BAD_RECORD, "'texts' has 3 positions but 'images' 2"),
+    ({"texts": ["a", "b"], "images": [None, "0.png"]}, "auto", BAD_RECORD, "position 1 must hold exactly one"),
+    ({"texts": "abc", "images": [None, None, None]}, "auto", BAD_RECORD, "'texts' and 'images' lists"),
+    # an answer's <image> tag would meet no image; a literal placeholder would escape the length budget
+    ({"prompt": "<image>\nq", "image": "a.png", "chosen": "<image> red", "rejected": "blue"}, "auto", IMAGE_COUNT,
+     "the chosen answer holds an <image> tag"),
+    ({"conversations": [{"from": "human", "value": "q <image placeholder>"}, {"from": "gpt", "value": "a"}]}, "auto",
+     BAD_RECORD, "reserved token <image placeholder>"),
+])
+def test_malformed_records_are_sample_errors_naming_the_sample(rec, kind, reason, says):
+    with pytest.raises(SampleError) as e:
+        parse_record({"id": "bad", **rec}, "x", kind=kind)
+    assert e.value.reason == reason and e.value.sample_id == "bad" and says in str(e.value)

@@ -153,7 +153,10 @@ class Encoder:
         conv = self.cfg.convention
         if isinstance(sample, PreferenceSample):
             pils, sizes, ntok = self._images(sample.images, sample.id)
-            pair = [self._chat(sample.conversation(a), sizes, ntok, conv != "base") for a in (sample.chosen, sample.rejected)]
+            # Only the final answer is supervised in each row: a multi-turn prompt's earlier
+            # answers are prompt, scored by neither the DPO term nor the NLL term (as TRL's).
+            pair = [self._chat(sample.conversation(a), sizes, ntok, conv != "base", final_answer_only=True)
+                    for a in (sample.chosen, sample.rejected)]
             keep = min(p[2] for p in pair)
             pixels = self._pixels(pils[:keep])
             out = [self._finish(sample.id, ids, labels, pixels[:k], sizes[:k], ntok[:k], modality(sample), cut)
@@ -182,14 +185,14 @@ class Encoder:
         return Encoded(sid, ids_t, lab_t, pixels, sizes, ntok, length, mod, cut)
 
     # -- text -------------------------------------------------------------------------------
-    def _chat(self, conv: Conversation, sizes, ntok, instruct: bool):
+    def _chat(self, conv: Conversation, sizes, ntok, instruct: bool, final_answer_only: bool = False):
         text, spans = render_chat(conv.messages(), system_prompt=self.system_prompt)
         enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
         ids = list(enc["input_ids"])
         sup = np.zeros(len(text) + 1, dtype=np.int64)
-        for s in spans:
-            if s.supervised:
-                sup[s.start + 1:s.end + 1] = 1
+        supervised = [s for s in spans if s.supervised]
+        for s in supervised[-1:] if final_answer_only else supervised:
+            sup[s.start + 1:s.end + 1] = 1
         csum = np.cumsum(sup)  # csum[e] - csum[s] = supervised characters in [s, e)
         offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
         on = (csum[offsets[:, 1]] - csum[offsets[:, 0]]) > 0

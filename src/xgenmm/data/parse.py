@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..model.template import IMAGE_TOKEN
+from ..model.template import IMAGE_PLACEHOLDER_TOKEN, IMAGE_TOKEN
 from .errors import (
     BAD_RECORD, EMPTY_CONVERSATION, FIXED_IMAGE_TAGS, IMAGE_COUNT, TOO_MANY_IMAGES, TURN_ORDER,
     SampleError, SkipStats,
@@ -75,11 +75,35 @@ def detect_kind(rec: dict) -> str:
 
 def parse_record(rec, sample_id: str, resolve: Resolver = default_resolver, policy: SamplePolicy | None = None,
                  stats: SkipStats | None = None, kind: str = "auto"):
-    """One record to one typed sample; raises SampleError naming the sample and the reason."""
+    """One record to one typed sample; raises SampleError naming the sample and the reason.
+    A field of a type the record's kind does not allow (a number where a list is due, a key the
+    declared kind needs missing) is a BAD_RECORD SampleError too, never another exception that
+    would stop a loader without naming the sample."""
     policy = policy or SamplePolicy()
     if not isinstance(rec, dict):
         raise SampleError(BAD_RECORD, sample_id, f"record is a {type(rec).__name__}, not an object")
     sample_id = str(rec.get("id", sample_id)) if rec.get("id") is not None else sample_id
+    try:
+        return _parse(rec, sample_id, resolve, policy, stats, kind)
+    except SampleError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        what = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        raise SampleError(BAD_RECORD, sample_id, what) from e
+
+
+def _parse(rec: dict, sample_id: str, resolve: Resolver, policy: SamplePolicy, stats: SkipStats | None, kind: str):
+    sample = _parse_kind(rec, sample_id, resolve, policy, stats, kind)
+    texts = ([t.text for t in sample.turns] if isinstance(sample, Conversation)
+             else [t.text for t in sample.prompt] + [sample.chosen, sample.rejected] if isinstance(sample, PreferenceSample)
+             else [sample.text] if isinstance(sample, CaptionSample)
+             else [x for x in sample.segments if isinstance(x, str)])
+    if any(IMAGE_PLACEHOLDER_TOKEN in t for t in texts):  # the encoder writes these, after an <image> tag only
+        raise SampleError(BAD_RECORD, sample_id, f"its text holds the reserved token {IMAGE_PLACEHOLDER_TOKEN}")
+    return sample
+
+
+def _parse_kind(rec: dict, sample_id: str, resolve: Resolver, policy: SamplePolicy, stats: SkipStats | None, kind: str):
     kind = detect_kind(rec) if kind == "auto" else kind
     if kind == "conversation":
         return _conversation(rec, sample_id, resolve, policy, stats)
@@ -218,6 +242,9 @@ def _preference(rec, sample_id, resolve, policy, stats) -> PreferenceSample:
         raise SampleError(BAD_RECORD, sample_id, "chosen and rejected must be strings")
     if not chosen.strip() or not rejected.strip():
         raise SampleError(EMPTY_CONVERSATION, sample_id, "empty chosen or rejected answer")
+    for name, answer in (("chosen", chosen), ("rejected", rejected)):
+        if IMAGE_TOKEN in answer:  # the prompt's tags place its images; an answer has none
+            raise SampleError(IMAGE_COUNT, sample_id, f"the {name} answer holds an {IMAGE_TOKEN} tag")
     _check_order(turns, sample_id, ends_with="user")
     turns = _check_images(turns, images, sample_id, policy, stats)
     return PreferenceSample(sample_id, turns, images, chosen, rejected)
@@ -247,11 +274,20 @@ def _interleaved(rec, sample_id, resolve) -> InterleavedSample:
             else:
                 raise SampleError(BAD_RECORD, sample_id, f"segment {i} is not a text or image segment")
     else:  # OBELICS: parallel lists, exactly one of text/image set per position
-        for i, (t, im) in enumerate(zip(rec["texts"], rec["images"])):
+        texts, images = rec.get("texts"), rec.get("images")
+        if not isinstance(texts, list) or not isinstance(images, list):
+            raise SampleError(BAD_RECORD, sample_id, "an OBELICS document needs 'texts' and 'images' lists")
+        if len(texts) != len(images):
+            raise SampleError(BAD_RECORD, sample_id, f"'texts' has {len(texts)} positions but 'images' {len(images)}")
+        for i, (t, im) in enumerate(zip(texts, images)):
+            if (t is None) == (im is None):
+                raise SampleError(BAD_RECORD, sample_id, f"position {i} must hold exactly one of a text and an image")
             if im is not None:
                 segments.append(resolve(im, sample_id))
             elif isinstance(t, str):
                 segments.append(t)
+            else:
+                raise SampleError(BAD_RECORD, sample_id, f"position {i}: text of type {type(t).__name__}")
     if not any(isinstance(s, str) and s.strip() for s in segments):
         raise SampleError(EMPTY_CONVERSATION, sample_id, "document has no text")
     return InterleavedSample(sample_id, segments)

@@ -123,13 +123,19 @@ def modality(sample) -> str:
 
 def image_from_bytes_or_base64(value, name: str) -> ImageRef:
     import base64
+    import binascii
 
     if isinstance(value, (bytes, bytearray)):
         return ImageRef(data=bytes(value), name=name)
     s = str(value)
     if s.startswith("data:"):
+        if "," not in s:
+            raise ValueError(f"{name}: a data URI without ',' before its payload")
         s = s.split(",", 1)[1]
-    return ImageRef(data=base64.b64decode(s), name=name)
+    try:
+        return ImageRef(data=base64.b64decode(s), name=name)
+    except binascii.Error as e:  # a ValueError too, as callers catch it
+        raise ValueError(f"{name}: not valid base64 ({e})") from e
 
 
 __all__ = [
