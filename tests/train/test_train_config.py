@@ -89,6 +89,28 @@ def test_cross_field_rules_of_the_stages(tmp_path):
                            f"dpo.select_source={tmp_path}/held.jsonl"], check_paths=True)
 
 
+def test_numbers_that_would_silently_train_nothing_or_unclipped_are_refused():
+    base = ["model.checkpoint=x", "data.source=x"]
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [*base, "optim.lr=.nan", "optim.grad_clip=.nan", "optim.eps=0", "dpo.beta=.nan"], check_paths=False)
+    text = str(e.value)  # NaN passes every `x < 0` test; each is refused by name
+    assert "optim.lr: must be > 0" in text and "optim.grad_clip: must be >= 0" in text
+    assert "optim.eps: must be > 0" in text and "dpo.beta: must be > 0" in text
+    with pytest.raises(ConfigError, match=r"lora.alpha: must be > 0"):
+        load_config(None, [*base, "lora.enabled=true", "trainable.lang_model=false", "lora.alpha=0"], check_paths=False)
+
+
+def test_the_chosen_dpo_step_needs_a_final_model(tmp_path):
+    """The step chosen on held-out pairs lives in memory and in RUN_DIR/final; a run that returns
+    a checkpoint instead would return the last step's weights under the chosen step's name."""
+    dpo = ["stage=dpo", "model.checkpoint=x", "data.source=x", "lora.enabled=true", "trainable.lang_model=false",
+           "dpo.select_source=held.jsonl"]
+    for off in ("checkpoint.save_final=false", "lora.merge_at_end=false"):
+        with pytest.raises(ConfigError, match="needs checkpoint.save_final and lora.merge_at_end true"):
+            load_config(None, [*dpo, off], check_paths=False)
+    load_config(None, dpo, check_paths=False)
+
+
 def test_resolved_config_round_trips_through_yaml():
     cfg = load_config(None, ["model.checkpoint=m", "data.source=d.json", "optim.lr=3e-5"], check_paths=False)
     data = yaml.safe_load(cfg.to_yaml())

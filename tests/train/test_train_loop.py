@@ -202,3 +202,25 @@ def test_answer_weighting_is_the_same_however_the_batch_is_split(world, tmp_path
     # (5e-4 relative on the small world, whose existence drills add many one-token answers),
     # while `big` and `accum`, the same average computed two ways, agree to 1e-5
     assert big[1] != pytest.approx(token[1], rel=1e-4)
+
+
+def test_a_skipped_step_still_gets_its_checkpoint_and_hook(world, tmp_path):
+    from xgenmm.train.checkpoint import list_checkpoints
+
+    seen = []
+    cfg = tiny_config(world, tmp_path / "run", "sft", 4, nan_policy="skip", **{"checkpoint.every_steps": 2,
+                                                                              "checkpoint.keep_last": 5})
+    run_stage(cfg, Hooks(on_batch=_poison(2), on_step_end=lambda step, m: seen.append(step)))
+    assert [s for s, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [2, 4]
+    assert seen == [1, 2, 3, 4]
+
+
+def test_image_position_embeddings_are_embeddings_for_weight_decay(tiny_tokenizer):
+    from xgenmm.model import XGenMM
+    from xgenmm.model.presets import preset_config
+
+    model = XGenMM(preset_config("tiny", tokenizer=tiny_tokenizer, resampler={"image_positions": 2,
+                                                                              "group_positions": 3}))
+    groups = param_groups(model, OptimSection(weight_decay=0.1))
+    no_decay = {n for g in groups if g["weight_decay"] == 0 for n in g["names"]}
+    assert {"vision_tokenizer.image_pos", "vision_tokenizer.group_pos"} <= no_decay

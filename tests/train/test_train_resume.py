@@ -75,3 +75,30 @@ def test_must_resume_without_a_checkpoint_is_an_error(world, tmp_path):
     cfg = tiny_config(world, tmp_path / "empty", "sft", steps=1, **{"checkpoint.resume": "must"})
     with pytest.raises(FileNotFoundError, match="no checkpoint to resume from"):
         run_stage(cfg)
+
+
+def test_a_fresh_run_refuses_a_run_dir_with_an_earlier_runs_checkpoints(world, tmp_path):
+    """With checkpoint.resume never, an earlier run's checkpoints would be pruned by step number
+    together with this run's, and the newest of either taken as this run's model."""
+    run_stage(tiny_config(world, tmp_path / "run", "sft", steps=2, **{"checkpoint.every_steps": 1}))
+    again = tiny_config(world, tmp_path / "run", "sft", steps=1, **{"checkpoint.resume": "never"})
+    with pytest.raises(FileExistsError, match=r"checkpoints of an earlier run \(steps 1, 2\)"):
+        run_stage(again)
+    assert [s for s, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [1, 2]
+
+
+def test_a_checkpoint_moved_aside_to_be_written_again_is_restored(tmp_path):
+    """`save` moves a step's checkpoint to .step-N.old before writing that step again (a stop on a
+    non-finite loss right after a periodic checkpoint); a kill before the new one is in place
+    must leave the old one, not delete it as partial."""
+    from xgenmm.train.checkpoint import TRAINER_FILE, remove_stale
+
+    root = tmp_path / "checkpoints"
+    old, tmp = root / ".step-00000002.old", root / ".step-00000002.tmp"
+    for d in (old, tmp):
+        d.mkdir(parents=True)
+    (old / TRAINER_FILE).write_text('{"step": 2}')
+    (tmp / "model.safetensors").write_bytes(b"\0")
+    remove_stale(root)
+    assert [p.name for p in root.iterdir()] == ["step-00000002"]
+    assert (root / "step-00000002" / TRAINER_FILE).read_text() == '{"step": 2}'

@@ -54,12 +54,21 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def remove_stale(root: Path) -> None:
-    """Partial checkpoints of a killed run."""
+    """Partial checkpoints of a killed run. A `.step-N.old` is a complete checkpoint that `save`
+    moved aside to write step N again: if the run died before the new one took its place, it
+    is put back, not removed."""
     if root.is_dir():
-        for p in root.iterdir():
-            if p.name.startswith(".step-") and p.is_dir():
-                log.warning("removing a partial checkpoint left by an interrupted run: %s", p)
-                shutil.rmtree(p, ignore_errors=True)
+        for p in sorted(root.iterdir()):
+            if not (p.name.startswith(".step-") and p.is_dir()):
+                continue
+            m = re.match(r"^\.(step-\d+)\.old$", p.name)
+            if m and not (root / m.group(1) / TRAINER_FILE).is_file() and (p / TRAINER_FILE).is_file():
+                log.warning("restoring checkpoint %s, moved aside by a run interrupted while writing it again", m.group(1))
+                shutil.rmtree(root / m.group(1), ignore_errors=True)
+                os.replace(p, root / m.group(1))
+                continue
+            log.warning("removing a partial checkpoint left by an interrupted run: %s", p)
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def rng_state() -> dict:

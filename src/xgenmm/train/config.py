@@ -272,12 +272,16 @@ def validate(cfg: TrainConfig, check_paths: bool = True) -> list[str]:
             p.append("lora.target_modules: name at least one LLM module (e.g. qkv_proj)")
         if not 0 <= cfg.lora.dropout < 1:
             p.append("lora.dropout: must be in [0, 1)")
+        if not cfg.lora.alpha > 0:  # `not >` also refuses NaN, as every check below
+            p.append("lora.alpha: must be > 0 (the adapters' update is scaled by alpha / r; 0 trains nothing)")
     if not (cfg.trainable.vision_encoder or cfg.trainable.vision_tokenizer or cfg.trainable.lang_model or cfg.lora.enabled):
         p.append("trainable: nothing would train (enable a part or lora)")
     o = cfg.optim
-    if o.lr <= 0:
+    if not o.lr > 0:
         p.append("optim.lr: must be > 0")
-    if o.weight_decay < 0:
+    if not o.eps > 0:
+        p.append("optim.eps: must be > 0")
+    if not o.weight_decay >= 0:
         p.append("optim.weight_decay: must be >= 0")
     if len(o.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in o.betas):
         p.append(f"optim.betas: expected two numbers in [0, 1), got {o.betas!r}")
@@ -285,10 +289,10 @@ def validate(cfg: TrainConfig, check_paths: bool = True) -> list[str]:
         if k not in NO_DECAY_KINDS:
             p.append(f"optim.no_decay: {k!r} is not one of {', '.join(NO_DECAY_KINDS)}")
     p.extend(lr_scale_problems(o.lr_scale))
-    if cfg.dpo.sft_weight < 0:
+    if not cfg.dpo.sft_weight >= 0:
         p.append("dpo.sft_weight: must be >= 0")
-    if o.grad_clip < 0:
-        p.append("optim.grad_clip: must be >= 0")
+    if not o.grad_clip >= 0:
+        p.append("optim.grad_clip: must be >= 0 (0: no clipping)")
     if o.grad_accum < 1:
         p.append("optim.grad_accum: must be >= 1")
     s = cfg.schedule
@@ -302,7 +306,7 @@ def validate(cfg: TrainConfig, check_paths: bool = True) -> list[str]:
     if s.epochs is not None and s.epochs < 1:
         p.append("schedule.epochs: must be >= 1 or null")
     _choice(p, "optim.loss_weighting", cfg.optim.loss_weighting, ("token", "answer"))
-    if cfg.dpo.beta <= 0:
+    if not cfg.dpo.beta > 0:
         p.append("dpo.beta: must be > 0")
     if not 0 <= cfg.dpo.label_smoothing < 0.5:
         p.append("dpo.label_smoothing: must be in [0, 0.5)")
@@ -314,6 +318,9 @@ def validate(cfg: TrainConfig, check_paths: bool = True) -> list[str]:
         if cfg.runtime.strategy == "fsdp":
             p.append("dpo.select_source: not available with runtime.strategy fsdp (it keeps the best step's "
                      "trainable weights whole on every rank); use single or ddp")
+        if not cfg.checkpoint.save_final or (cfg.lora.enabled and not cfg.lora.merge_at_end):
+            p.append("dpo.select_source: the chosen step's weights are written as RUN_DIR/final only (a checkpoint "
+                     "holds its own step's); needs checkpoint.save_final and lora.merge_at_end true")
     r = cfg.runtime
     _choice(p, "runtime.device", r.device, ("auto", "cpu", "cuda"))
     _choice(p, "runtime.precision", r.precision, ("auto", "fp32", "bf16"))

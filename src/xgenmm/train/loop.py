@@ -120,6 +120,12 @@ def _train(cfg: TrainConfig, d: parallel.Dist, hooks: Hooks) -> Path:
     if d.is_main:
         ckpt.remove_stale(ckpt_root)
     parallel.barrier(d)
+    if cfg.checkpoint.resume == "never" and ckpt.list_checkpoints(ckpt_root):
+        # They would be pruned by step number with this run's and taken for its own.
+        raise FileExistsError(
+            f"{ckpt_root} holds checkpoints of an earlier run (steps "
+            f"{', '.join(str(n) for n, _ in ckpt.list_checkpoints(ckpt_root))}) and checkpoint.resume is never: give "
+            f"another run_dir, delete them, or resume from them (checkpoint.resume: auto)")
     latest = ckpt.latest_checkpoint(ckpt_root) if cfg.checkpoint.resume != "never" else None
     if cfg.checkpoint.resume == "must" and latest is None:
         raise FileNotFoundError(f"{ckpt_root}: no checkpoint to resume from")
@@ -242,6 +248,16 @@ def _train(cfg: TrainConfig, d: parallel.Dist, hooks: Hooks) -> Path:
             trainer["skipped_steps"] += 1
             scheduler.step()
             step += 1
+            # A skipped step still ends a step: its checkpoint, selection and hook are due.
+            if selector is not None and (step % cfg.dpo.select_every == 0 or step == cfg.schedule.max_steps):
+                selector.consider(step, model)
+            if bar is not None:
+                bar.update(1)
+            if hooks.on_step_end:
+                hooks.on_step_end(step, {"loss": loss, "grad_norm": grad_norm, "skipped_steps": trainer["skipped_steps"]})
+            if cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0:
+                save_checkpoint()
+                last_saved = step
             continue
         if first_step_check:
             before = fingerprint(model)

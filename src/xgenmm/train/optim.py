@@ -19,7 +19,7 @@ def param_kind(name: str, param: nn.Parameter, module: nn.Module) -> str:
         return "latents"
     if name.endswith("bias"):
         return "bias"
-    if isinstance(module, nn.Embedding) or name.endswith(("media_pos", "group_pos")):
+    if isinstance(module, nn.Embedding) or name.endswith(("media_pos", "group_pos", "image_pos")):
         return "embedding"
     if "norm" in type(module).__name__.lower() or "norm" in name.rsplit(".", 2)[-2].lower():
         return "norm"
