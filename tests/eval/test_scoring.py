@@ -1,6 +1,6 @@
 """Per-sample scoring: answer extraction from generations and the parse-failure rules."""
 
-from xgenmm.eval.scoring import score_sample, short_answer
+from xgenmm.eval.scoring import base_postprocess, score_sample, short_answer
 from xgenmm.eval.tasks import Sample, get_task
 
 
@@ -42,3 +42,15 @@ def test_safety_refusal_is_right_for_unsafe_and_wrong_for_safe_prompts():
     assert score_sample(task, unsafe, refusal)["score"] == 1.0
     assert score_sample(task, safe, refusal)["score"] == 0.0
     assert score_sample(task, safe, "red")["answer_correct"] == 1.0
+
+
+def test_base_few_shot_generations_are_trimmed_as_openflamingo_trims_them():
+    # postprocess_vqa_generation: cut at the next demonstration's words, then at the first ", "
+    assert base_postprocess("vqa", "red Short answer:blue") == "red "
+    assert base_postprocess("vqa", "yes, it is Question:What") == "yes"
+    assert base_postprocess("vqa", "two Answer") == "two "
+    # a box answer keeps its commas
+    assert base_postprocess("vqa", "<bbox>0.1, 0.2, 0.3, 0.4</bbox> Question:", box=True) == "<bbox>0.1, 0.2, 0.3, 0.4</bbox> "
+    # postprocess_captioning_generation: cut at the next "Output"
+    assert base_postprocess("caption", "a red circle. Output:a blue") == "a red circle. "
+    assert base_postprocess("mc", "B, then C") == "B, then C"

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ..model.image_processing import ImageLoadError, load_image
 from ..model.template import END_OF_CHUNK_TOKEN, IMAGE_TOKEN
 from .report import write_json_atomic
-from .scoring import MAIN_METRIC, aggregate, answer_letter, score_sample
+from .scoring import MAIN_METRIC, aggregate, answer_letter, base_postprocess, score_sample
 from .tasks import Sample, Task, get_task
 from .tasks.base import DEMO_SELECTIONS, MC_SCORINGS, letters
 
@@ -341,7 +341,8 @@ def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: i
                     decoded = _generate(model, processor, [prompts[i] for i in gen], [images[i] for i in gen],
                                         max_new_tokens or task.max_new_tokens, shots is not None, num_beams, length_penalty)
                     for i, text in zip(gen, decoded):
-                        texts[i] = text
+                        box = batch[i].meta.get("question_type") in task.box_question_types
+                        texts[i] = text if shots is None else base_postprocess(task.kind, text, box)
                 for s, text, choice in zip(batch, texts, choices):
                     new.append(score_sample(task, s, text, choice))
                 ran += len(batch)

@@ -29,6 +29,20 @@ def short_answer(text: str) -> str:
     return text.strip()
 
 
+def base_postprocess(kind: str, text: str, box: bool = False) -> str:
+    """A base model's few-shot generation as OpenFlamingo's evaluation trims it before scoring:
+    VQA answers end at "Question", "Answer" or "Short" (the next demonstration's words) and at
+    the first ", " (`postprocess_vqa_generation`); captions end at "Output" (the next
+    demonstration's prompt, `postprocess_captioning_generation`). Other kinds as generated.
+    `box`: the answer is a box ("<bbox>x1, y1, x2, y2</bbox>"), whose commas are not an end."""
+    if kind in ("vqa", "anls"):
+        text = re.split("Question|Answer|Short", text, maxsplit=1)[0]
+        return text if box else re.split(", ", text, maxsplit=1)[0]
+    if kind == "caption":
+        return text.split("Output", 1)[0]
+    return text
+
+
 def is_refusal(text: str, refusal: str | None) -> bool:
     low = text.strip().lower()
     if refusal and normalize_vqa_answer(refusal) in normalize_vqa_answer(text):
