@@ -142,3 +142,12 @@ def test_the_image_token_cache_refuses_a_trainable_vision_part(tiny_model):
     tiny_model.vision_tokenizer.latents.requires_grad_(True)
     with pytest.raises(ValueError, match="frozen vision encoder and resampler; vision_tokenizer.latents is trainable"):
         tiny_model.cache_image_tokens(True)
+
+
+def test_a_misspelt_llm_config_override_is_refused(tiny_tokenizer):
+    """transformers keeps an unknown config key as a stray attribute, so `num_hidden_layer: 1`
+    would build the preset's four layers without a word."""
+    with pytest.raises(ValueError, match=r"num_hidden_layer \(did you mean num_hidden_layers\?\)"):
+        preset_config("tiny", tokenizer=tiny_tokenizer, text={"num_hidden_layer": 1})
+    cfg = preset_config("tiny", tokenizer=tiny_tokenizer, text={"num_hidden_layers": 1, "attention_dropout": 0.1})
+    assert cfg.text["num_hidden_layers"] == 1

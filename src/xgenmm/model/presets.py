@@ -4,6 +4,7 @@ the configuration of the speed baseline; `tiny` is for tests and the synthetic-w
 from __future__ import annotations
 
 import copy
+import difflib
 
 from .config import RELEASE_GRIDS, ImageConfig, ResamplerConfig, TokenConfig, VisionConfig, XGenMMConfig
 
@@ -89,8 +90,33 @@ def preset_config(name: str, *, tokenizer=None, **overrides) -> XGenMMConfig:
     for section, values in overrides.items():
         if section not in d:
             raise ValueError(f"unknown config section {section!r}")
+        if section == "text" and isinstance(values, dict):
+            _check_text_keys(d["text"], values)
         if isinstance(d[section], dict) and isinstance(values, dict):
             d[section] = {**copy.deepcopy(d[section]), **values}
         else:
             d[section] = values
     return XGenMMConfig.from_dict(d)
+
+
+def _check_text_keys(preset: dict, values: dict) -> None:
+    """Refuse an override of the LLM's config that misspells a field of its transformers config
+    (`num_hidden_layer` for `num_hidden_layers`): the library would keep it as a stray attribute
+    and build the preset's model, silently. A key like no field (a legacy or custom one, which
+    the library may still read) is left to it."""
+    new = [k for k in values if k not in preset]
+    if not new:
+        return
+    from transformers import AutoConfig
+
+    model_type = values.get("model_type", preset.get("model_type"))
+    try:
+        reference = AutoConfig.for_model(model_type)
+    except ValueError as e:
+        raise ValueError(f"text.model_type {model_type!r}: {e}") from e
+    known = set(reference.to_dict()) | set(getattr(reference, "attribute_map", {})) | set(vars(reference))
+    hints = {k: difflib.get_close_matches(k, sorted(known), n=1, cutoff=0.85) for k in new if k not in known}
+    typos = {k: h[0] for k, h in hints.items() if h}
+    if typos:
+        said = "; ".join(f"{k} (did you mean {h}?)" for k, h in typos.items())
+        raise ValueError(f"text: not fields of the {model_type} config: {said}")
