@@ -93,3 +93,18 @@ def test_loading_the_processor_prints_no_unknown_model_type_notice(tiny_model, t
     assert run.returncode == 0, run.stderr
     assert int(run.stdout.strip()) == len(tiny_processor.tokenizer)
     assert "model of type" not in run.stdout + run.stderr
+
+
+def test_a_damaged_shard_index_or_config_is_named(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path / "m", max_shard_size="500KB")
+    shard = sorted(set(json.loads((tmp_path / "m" / WEIGHTS_INDEX).read_text())["weight_map"].values()))[1]
+    data = (tmp_path / "m" / shard).read_bytes()
+    (tmp_path / "m" / shard).write_bytes(data[: len(data) // 2])  # a cut-off download
+    with pytest.raises(ValueError, match=f"{shard}: unreadable safetensors file"):
+        XGenMM.from_pretrained(tmp_path / "m")
+    (tmp_path / "m" / WEIGHTS_INDEX).write_text("{oops")
+    with pytest.raises(ValueError, match=f"{WEIGHTS_INDEX}: not valid JSON"):
+        XGenMM.from_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text("{oops")
+    with pytest.raises(ValueError, match="config.json: not valid JSON"):
+        XGenMM.from_pretrained(tmp_path / "m")

@@ -101,3 +101,36 @@ def test_export_refuses_position_embeddings_the_release_lacks(dirs, tmp_path, ke
     (model_dir / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=message):
         export_release(model_dir, tmp_path / "out")
+
+
+def _with_config(src, tmp_path, change):
+    cfg = json.loads((src / "config.json").read_text())
+    change(cfg)
+    model_dir = tmp_path / "changed"
+    model_dir.mkdir()
+    for f in src.iterdir():
+        if f.is_file():
+            (model_dir / f.name).write_bytes(f.read_bytes())
+    (model_dir / "config.json").write_text(json.dumps(cfg))
+    return model_dir
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("image", "token_grouping", "tiles", "orders an image's tokens by tile"),
+    ("image", "mode", "pad", "image.mode 'pad'"),
+])
+def test_export_refuses_image_handling_the_release_cannot_express(dirs, tmp_path, section, key, value, message):
+    """Re-imported, such a model would group its tokens or preprocess its images otherwise."""
+    model_dir = _with_config(dirs / "imported", tmp_path, lambda c: c[section].update({key: value}))
+    with pytest.raises(ValueError, match=message):
+        export_release(model_dir, tmp_path / "out")
+
+
+def test_several_end_tokens_survive_export_and_import(dirs, tmp_path):
+    model_dir = _with_config(dirs / "imported", tmp_path, lambda c: c["tokens"].update(
+        eos_token_ids=[c["tokens"]["eos_token_ids"][0], 5]))
+    export_release(model_dir, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "generation_config.json").read_text())["eos_token_id"][1] == 5
+    import_release(tmp_path / "out", tmp_path / "back", vision_config=str(F / "checkpoint" / "siglip-tiny"))
+    back = json.loads((tmp_path / "back" / "config.json").read_text())["tokens"]["eos_token_ids"]
+    assert back == json.loads((model_dir / "config.json").read_text())["tokens"]["eos_token_ids"]

@@ -97,3 +97,25 @@ def test_crops_convert_together_exactly_as_one_by_one():
     assert together.is_contiguous() and together.shape == (5, 3, 32, 48)
     assert torch.equal(together, one_by_one)
     assert torch.equal(to_tensor(crops[0]), one_by_one[0])
+
+
+def test_every_sample_gets_its_own_images_crops(tiny_processor, tmp_path):
+    """Images loaded from paths (or converted from grayscale) are new objects freed once their
+    sample is done; keyed by such an object's id, a later image could be handed its crops."""
+    import torch
+
+    paths, grays = [], []
+    for k in range(40):
+        make_image(40 + k % 7, 30 + k % 5, seed=k).save(tmp_path / f"{k}.png")
+        paths.append(str(tmp_path / f"{k}.png"))
+        grays.append(make_image(36, 36, seed=100 + k).convert("L"))
+    ip = tiny_processor.image_processor
+    for images, per_row in ((paths, 1), (paths, 2), (grays, 1)):
+        texts = ["<image>" * per_row + "what is it?"] * (len(images) // per_row)
+        out = tiny_processor(texts, images)
+        for k, im in enumerate(images):
+            want = ip.preprocess_one(load_image(im))
+            assert torch.equal(out["pixel_values"][k], want), k
+    shared = make_image(40, 40)  # the same object in two rows is processed once
+    out = tiny_processor(["<image>a", "<image>b"], [shared, shared])
+    assert out["pixel_values"][0] is out["pixel_values"][1]

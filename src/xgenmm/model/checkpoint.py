@@ -71,15 +71,34 @@ def write_safetensors(state: dict[str, torch.Tensor], directory: Path, max_shard
         (directory / WEIGHTS_INDEX).write_text(json.dumps(index, indent=2) + "\n")
 
 
+def read_json(path: Path):
+    """A JSON file, or a ValueError naming it (a bare JSONDecodeError names no file)."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+
+
+def _load_shard(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file not found")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors' own error type names no file: a cut-off or foreign file
+        raise ValueError(f"{path}: unreadable safetensors file ({type(e).__name__}: {e})") from e
+
+
 def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
     if (directory / WEIGHTS_INDEX).exists():
-        index = json.loads((directory / WEIGHTS_INDEX).read_text())
+        index = read_json(directory / WEIGHTS_INDEX)
+        if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
+            raise ValueError(f"{directory / WEIGHTS_INDEX}: expected an object with a 'weight_map'")
         state = {}
         for filename in sorted(set(index["weight_map"].values())):
-            state.update(load_file(str(directory / filename)))
+            state.update(_load_shard(directory / filename))
         return state
     if (directory / WEIGHTS).exists():
-        return load_file(str(directory / WEIGHTS))
+        return _load_shard(directory / WEIGHTS)
     raise FileNotFoundError(f"{directory}: no {WEIGHTS} or {WEIGHTS_INDEX}")
 
 
@@ -139,7 +158,7 @@ def load_pretrained(name_or_path: str | Path, device=None, dtype=None):
     directory = resolve_model_dir(name_or_path)
     if not (directory / CONFIG).exists():
         raise FileNotFoundError(f"{directory}: no {CONFIG}")
-    raw = json.loads((directory / CONFIG).read_text())
+    raw = read_json(directory / CONFIG)
     if "vision_encoder_config" in raw:
         raise ValueError(f"{directory} is a released xGen-MM checkpoint; import it first: xgenmm convert import {directory} OUT_DIR")
     config = XGenMMConfig.from_dict(raw)

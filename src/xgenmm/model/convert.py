@@ -72,7 +72,11 @@ def release_config_to_ours(release_dir: Path, vision_config: str | None = None) 
     size = int(size[0] if isinstance(size, (list, tuple)) else size)
     anyres = venc.get("image_aspect_ratio") == "anyres" and bool(pre.get("grids") or venc.get("anyres_grids"))
     grids = pre.get("grids") or venc.get("anyres_grids") or [[384, 768], [768, 384], [768, 768], [1152, 384], [384, 1152]]
-    eos = _end_token_id(release_dir) or _generation_eos(release_dir) or text.get("eos_token_id", 32000)
+    gen_eos = _generation_eos(release_dir)
+    # Several end tokens (a list in generation_config.json, as export_release writes them) are
+    # kept; otherwise the tokenizer's <|end|>, as the release's chat ends its turns with it.
+    eos = gen_eos if isinstance(gen_eos, list) and len(gen_eos) > 1 else (
+        _end_token_id(release_dir) or gen_eos or text.get("eos_token_id", 32000))
     text = {k: v for k, v in text.items() if k not in _DROP_TEXT_KEYS}
     text.setdefault("model_type", "phi3")
     text["vocab_size"] = initial + 3
@@ -200,6 +204,13 @@ def export_release(model_dir: str | Path, out_dir: str | Path) -> None:
                          f"{r.media_positions}); the released resampler has none, so its code cannot load it")
     if not config.lm_head_bias:
         raise ValueError(f"{model_dir}: the released LM head has a bias; this model has none")
+    if config.image.mode == "anyres" and config.image.token_grouping != "release":
+        raise ValueError(f"{model_dir}: the model orders an image's tokens by tile (image.token_grouping="
+                         f"{config.image.token_grouping!r}); the released code orders them its own way (release), so "
+                         "it would compute something else")
+    if config.image.mode not in ("anyres", "squash"):
+        raise ValueError(f"{model_dir}: image.mode {config.image.mode!r}; the released image processor resizes by "
+                         "squash or any-resolution only, so it would preprocess differently")
     tok = config.tokens
     initial = tok.initial_tokenizer_len
     rows = tok.release_vocab_rows or initial
@@ -231,6 +242,7 @@ def export_release(model_dir: str | Path, out_dir: str | Path) -> None:
         (tmp / CONFIG).write_text(json.dumps(release_config, indent=2) + "\n")
         (tmp / "preprocessor_config.json").write_text(json.dumps(pre, indent=2) + "\n")
         (tmp / "generation_config.json").write_text(json.dumps(
-            {"eos_token_id": tok.eos_token_ids[0], "pad_token_id": tok.pad_token_id}, indent=2) + "\n")
+            {"eos_token_id": tok.eos_token_ids[0] if len(tok.eos_token_ids) == 1 else list(tok.eos_token_ids),
+             "pad_token_id": tok.pad_token_id}, indent=2) + "\n")
         write_safetensors(state, tmp, metadata={"format": "pt"})
         _copy_tokenizer_files(model_dir, tmp)

@@ -82,15 +82,18 @@ class XGenMMProcessor:
         pixel_values, image_sizes, rendered = [], [], []
         # The same image object given twice (e.g. a few-shot demonstration shared by the rows of
         # a batch) is processed once and gives the same tensor, which the model encodes once.
+        # Keyed by the caller's object, which `per_sample` keeps alive for the whole call: an
+        # image loaded here from a path, bytes or a non-RGB picture is a new object, freed when
+        # its sample is done, and a later image could take its id (and its crops).
         crops_of: dict[int, torch.Tensor] = {}
         for i, (t, ims) in enumerate(zip(texts, per_sample)):
             if t.count(IMAGE_TOKEN) != len(ims):
                 raise ValueError(f"sample {i}: {t.count(IMAGE_TOKEN)} {IMAGE_TOKEN} tags but {len(ims)} images")
             loaded = [load_image(im, name=f"sample {i} image {j}") for j, im in enumerate(ims)]
-            for im in loaded:
-                if id(im) not in crops_of:
-                    crops_of[id(im)] = self.image_processor.preprocess_one(im)
-                pixel_values.append(crops_of[id(im)])
+            for given, im in zip(ims, loaded):
+                if id(given) not in crops_of:
+                    crops_of[id(given)] = self.image_processor.preprocess_one(im)
+                pixel_values.append(crops_of[id(given)])
                 image_sizes.append(tuple(im.size))
             if convention == "base" and IMAGE_PLACEHOLDER_TOKEN not in t:
                 parts = t.split(IMAGE_TOKEN)
