@@ -302,3 +302,10 @@ def test_option_scoring_of_a_question_does_not_depend_on_its_batch(tmp_path, squ
         assert res["metrics"].get("unparseable", 0) == 0
     assert preds[1] == preds[4]
     assert preds[4]["0"] in rows[0]["options"] and preds[4]["2"] in rows[2]["options"]
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_a_limit_below_one_is_refused(world, squash_model, limit):
+    model, proc = squash_model  # a slice [:-1] would silently score all samples but one
+    with pytest.raises(ValueError, match="limit must be a positive number of samples"):
+        evaluate(model, proc, "world_vqa", world, limit=limit, progress=False)

@@ -108,3 +108,19 @@ def test_a_damaged_shard_index_or_config_is_named(tiny_model, tmp_path):
     (tmp_path / "m" / "config.json").write_text("{oops")
     with pytest.raises(ValueError, match="config.json: not valid JSON"):
         XGenMM.from_pretrained(tmp_path / "m")
+
+
+def test_saving_never_replaces_a_file_or_a_folder_of_other_files(tiny_model, tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="holds files that are not a model"):
+        tiny_model.save_pretrained(tmp_path / "notes")
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(FileExistsError, match="is a file"):
+        tiny_model.save_pretrained(tmp_path / "afile")
+    (tmp_path / "empty").mkdir()
+    tiny_model.save_pretrained(tmp_path / "empty")  # an empty folder, or a model's, is written
+    tiny_model.save_pretrained(tmp_path / "empty")
+    assert (tmp_path / "empty" / "config.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left

@@ -115,3 +115,21 @@ def test_a_held_out_word_no_training_text_uses_is_named(tmp_path, monkeypatch, c
         man = generate_world(tmp_path / "w", seed=1, preset="easy", size=TINY, progress=False)
     assert "zebra" in man["datasets"]["held_out_text"]["words_not_in_training"]
     assert "zebra" in caplog.text
+
+
+def test_no_more_worker_processes_than_data_sets(tmp_path, monkeypatch):
+    """A pool starts all of its workers at once: `--workers 99999` started thousands of
+    processes for the world's fifteen sets."""
+    import concurrent.futures as cf
+
+    started = []
+    real = cf.ProcessPoolExecutor
+
+    def pool(max_workers, **kw):
+        started.append(max_workers)
+        return real(max_workers, **kw)
+
+    monkeypatch.setattr(cf, "ProcessPoolExecutor", pool)
+    man = generate_world(tmp_path / "w", size=TINY, progress=False, workers=500)
+    n_sets = len(man["datasets"]["train"]) + len(man["datasets"]["eval"])
+    assert started and started[0] <= n_sets

@@ -276,6 +276,8 @@ def evaluate(model, processor, task: str | Task, data_path: str | Path, shots: i
     scoring = mc_scoring or task.mc_scoring
     if scoring not in MC_SCORINGS:
         raise ValueError(f"mc_scoring must be one of {MC_SCORINGS}, got {scoring!r}")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ValueError(f"limit must be a positive number of samples, got {limit!r}")  # [:-1] would drop one
     folder = resolve_folder(data_path, task.folder)
     samples = task.read(folder)
     if limit is not None:

@@ -104,12 +104,20 @@ def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
 
 class atomic_directory:
     """Context manager yielding a temporary sibling directory that replaces `target` on a
-    clean exit; on an error the temporary directory is removed and `target` is untouched."""
+    clean exit; on an error the temporary directory is removed and `target` is untouched.
+    Only a model directory (one with a config.json) or an empty one is replaced: a file, or a
+    folder of other files, is refused before any work, never deleted."""
 
     def __init__(self, target: str | Path):
-        self.target = Path(target)
+        self.target = Path(target).resolve()  # "." and ".." have no name to put a sibling beside
 
     def __enter__(self) -> Path:
+        t = self.target
+        if t.is_file():
+            raise FileExistsError(f"{t} is a file; give a directory for the model")
+        if t.is_dir() and not (t / CONFIG).is_file() and any(t.iterdir()):
+            raise FileExistsError(f"{t} holds files that are not a model (no {CONFIG}); give a new or empty "
+                                  "directory, or delete it first: writing the model there would replace them")
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=self.target.parent))
         return self.tmp

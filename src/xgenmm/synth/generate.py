@@ -148,7 +148,8 @@ def generate_world(
 
         ctx = mp.get_context("fork")
         results = {}
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        # No more processes than sets (a pool starts all of its workers at once).
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
             order = sorted(train, key=lambda n: -MS_PER_SAMPLE[n] * getattr(sz, n)) + list(evals)
             futures = {pool.submit(_write_set, str(out.root), preset, sz, seed, name): name for name in order}
             for f in as_completed(futures):
