@@ -90,15 +90,7 @@ def test_released_size_has_the_released_parameter_counts():
                                                  ("image_positions", 2, "image position embeddings")])
 def test_export_refuses_position_embeddings_the_release_lacks(dirs, tmp_path, key, value, message):
     """The released resampler has none: an export would load only by dropping them."""
-    src = dirs / "imported"
-    cfg = json.loads((src / "config.json").read_text())
-    cfg["resampler"][key] = value
-    model_dir = tmp_path / "with_positions"
-    model_dir.mkdir()
-    for f in src.iterdir():
-        if f.is_file():
-            (model_dir / f.name).write_bytes(f.read_bytes())
-    (model_dir / "config.json").write_text(json.dumps(cfg))
+    model_dir = _with_config(dirs / "imported", tmp_path, lambda c: c["resampler"].update({key: value}))
     with pytest.raises(ValueError, match=message):
         export_release(model_dir, tmp_path / "out")
 
