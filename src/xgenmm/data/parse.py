@@ -94,13 +94,20 @@ def parse_record(rec, sample_id: str, resolve: Resolver = default_resolver, poli
 
 def _parse(rec: dict, sample_id: str, resolve: Resolver, policy: SamplePolicy, stats: SkipStats | None, kind: str):
     sample = _parse_kind(rec, sample_id, resolve, policy, stats, kind)
-    texts = ([t.text for t in sample.turns] if isinstance(sample, Conversation)
-             else [t.text for t in sample.prompt] + [sample.chosen, sample.rejected] if isinstance(sample, PreferenceSample)
-             else [sample.text] if isinstance(sample, CaptionSample)
-             else [x for x in sample.segments if isinstance(x, str)])
-    if any(IMAGE_PLACEHOLDER_TOKEN in t for t in texts):  # the encoder writes these, after an <image> tag only
+    if any(IMAGE_PLACEHOLDER_TOKEN in t for t in _texts(sample)):  # the encoder writes these, after an <image> tag only
         raise SampleError(BAD_RECORD, sample_id, f"its text holds the reserved token {IMAGE_PLACEHOLDER_TOKEN}")
     return sample
+
+
+def _texts(sample) -> list[str]:
+    """Every text of a typed sample."""
+    if isinstance(sample, Conversation):
+        return [t.text for t in sample.turns]
+    if isinstance(sample, PreferenceSample):
+        return [t.text for t in sample.prompt] + [sample.chosen, sample.rejected]
+    if isinstance(sample, CaptionSample):
+        return [sample.text]
+    return [x for x in sample.segments if isinstance(x, str)]
 
 
 def _parse_kind(rec: dict, sample_id: str, resolve: Resolver, policy: SamplePolicy, stats: SkipStats | None, kind: str):

@@ -54,7 +54,8 @@ def _load_done(path: Path) -> dict[str, dict]:
     if not path.exists():
         return {}
     done, good, dropped = {}, [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
+    text = path.read_text(encoding="utf-8")
+    for line in text.splitlines():
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
@@ -63,8 +64,7 @@ def _load_done(path: Path) -> dict[str, dict]:
         if isinstance(rec, dict) and "id" in rec:
             done[str(rec["id"])] = rec
             good.append(line)
-    text = path.read_bytes()
-    if dropped or (text and not text.endswith(b"\n")):  # a complete last line that lost its newline too
+    if dropped or (text and not text.endswith("\n")):  # a complete last line that lost its newline too
         if dropped:
             log.warning("%s: dropped %d unreadable line(s) of an interrupted run", path, dropped)
         tmp = path.with_suffix(path.suffix + ".tmp")

@@ -85,19 +85,22 @@ class XGenMMProcessor:
         # Keyed by the caller's object, which `per_sample` keeps alive for the whole call: an
         # image loaded here from a path, bytes or a non-RGB picture is a new object, freed when
         # its sample is done, and a later image could take its id (and its crops).
-        crops_of: dict[int, torch.Tensor] = {}
+        crops_of: dict[int, tuple[torch.Tensor, tuple[int, int]]] = {}  # crops and (width, height)
         for i, (t, ims) in enumerate(zip(texts, per_sample)):
             if t.count(IMAGE_TOKEN) != len(ims):
                 raise ValueError(f"sample {i}: {t.count(IMAGE_TOKEN)} {IMAGE_TOKEN} tags but {len(ims)} images")
-            loaded = [load_image(im, name=f"sample {i} image {j}") for j, im in enumerate(ims)]
-            for given, im in zip(ims, loaded):
-                if id(given) not in crops_of:
-                    crops_of[id(given)] = self.image_processor.preprocess_one(im)
-                pixel_values.append(crops_of[id(given)])
-                image_sizes.append(tuple(im.size))
+            sizes = []
+            for j, given in enumerate(ims):
+                if id(given) not in crops_of:  # decoded once, however many rows show it
+                    im = load_image(given, name=f"sample {i} image {j}")
+                    crops_of[id(given)] = (self.image_processor.preprocess_one(im), tuple(im.size))
+                crops, size = crops_of[id(given)]
+                pixel_values.append(crops)
+                sizes.append(size)
+            image_sizes += sizes
             if convention == "base" and IMAGE_PLACEHOLDER_TOKEN not in t:
                 parts = t.split(IMAGE_TOKEN)
-                t = parts[0] + "".join(base_image_block(self.tokens_per_image(im.size)) + p for im, p in zip(loaded, parts[1:]))
+                t = parts[0] + "".join(base_image_block(self.tokens_per_image(size)) + p for size, p in zip(sizes, parts[1:]))
             elif convention not in ("base", "instruct"):
                 raise ValueError(f"convention must be instruct or base, got {convention!r}")
             rendered.append(t)

@@ -192,6 +192,21 @@ def _train(cfg: TrainConfig, d: parallel.Dist, hooks: Hooks) -> Path:
             hooks.on_checkpoint(step, path)
         return path
 
+    def select(at: int, metrics: dict) -> None:
+        """The DPO step selection's evaluation, when step `at` is one of its steps."""
+        if selector is not None and (at % cfg.dpo.select_every == 0 or at == cfg.schedule.max_steps):
+            entry = selector.consider(at, model)
+            metrics.update({"select_accuracy": entry["accuracy"], "select_margin": entry["margin"]})
+
+    def end_step(at: int, metrics: dict) -> bool:
+        """Step `at`'s hook and, when one is due, its checkpoint; whether one was written."""
+        if hooks.on_step_end:
+            hooks.on_step_end(at, metrics)
+        if cfg.checkpoint.every_steps and at % cfg.checkpoint.every_steps == 0:
+            save_checkpoint()
+            return True
+        return False
+
     while step < cfg.schedule.max_steps:
         t_start = time.perf_counter()
         batches, wait = [], 0.0
@@ -248,15 +263,12 @@ def _train(cfg: TrainConfig, d: parallel.Dist, hooks: Hooks) -> Path:
             trainer["skipped_steps"] += 1
             scheduler.step()
             step += 1
-            # A skipped step still ends a step: its checkpoint, selection and hook are due.
-            if selector is not None and (step % cfg.dpo.select_every == 0 or step == cfg.schedule.max_steps):
-                selector.consider(step, model)
+            # A skipped step still ends a step: its selection, hook and checkpoint are due.
+            metrics = {"loss": loss, "grad_norm": grad_norm, "skipped_steps": trainer["skipped_steps"]}
+            select(step, metrics)
             if bar is not None:
                 bar.update(1)
-            if hooks.on_step_end:
-                hooks.on_step_end(step, {"loss": loss, "grad_norm": grad_norm, "skipped_steps": trainer["skipped_steps"]})
-            if cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0:
-                save_checkpoint()
+            if end_step(step, metrics):
                 last_saved = step
             continue
         if first_step_check:
@@ -286,19 +298,14 @@ def _train(cfg: TrainConfig, d: parallel.Dist, hooks: Hooks) -> Path:
         if keys:
             pairs = max(total_units, 1.0)
             metrics.update({k: v / pairs for k, v in zip(keys, reduced[5:])})
-        if selector is not None and (step % cfg.dpo.select_every == 0 or step == cfg.schedule.max_steps):
-            entry = selector.consider(step, model)
-            metrics.update({"select_accuracy": entry["accuracy"], "select_margin": entry["margin"]})
+        select(step, metrics)
         if d.is_main and (step % cfg.logging.every_steps == 0 or step == cfg.schedule.max_steps):
             metrics["data"] = loader.stats().to_dict()
             logger.log(step, metrics)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens / elapsed:.0f}")
-        if hooks.on_step_end:
-            hooks.on_step_end(step, metrics)
-        if cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0:
-            save_checkpoint()
+        if end_step(step, metrics):
             last_saved = step
 
     # ---- the end: last checkpoint, final model, curves ---------------------------------------

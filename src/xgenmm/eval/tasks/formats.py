@@ -90,12 +90,14 @@ def read_coco_captions(folder: Path, names: list[str], image_dir: str = "") -> l
         seen: dict[str, Sample] = {}
         for i, r in enumerate(data["data"]):
             need(r, ("image_id",), path, f"record {i}")
-            refs = (need_list(r, "reference_strs", path, f"record {i}", str) if r.get("reference_strs") is not None
-                    else [r["caption_str"]] if "caption_str" in r else None)
-            if not refs:
-                raise DataError(f"{path}: record {i} has neither 'reference_strs' nor 'caption_str'")
-            if not all(isinstance(x, str) for x in refs):
+            if r.get("reference_strs"):
+                refs = need_list(r, "reference_strs", path, f"record {i}", str)
+            elif isinstance(r.get("caption_str"), str):
+                refs = [r["caption_str"]]
+            elif "caption_str" in r:
                 raise DataError(f"{path}: record {i} field 'caption_str' must be a string")
+            else:
+                raise DataError(f"{path}: record {i} has neither 'reference_strs' nor 'caption_str'")
             key = str(r["image_id"])
             if key in seen:
                 seen[key].answers.extend(x for x in refs if x not in seen[key].answers)
